@@ -1,0 +1,121 @@
+"""The job lifecycle rules, as pure functions.
+
+Both stores call these inside the transaction that holds the job's row (the SQLite writer, or a
+PostgreSQL row lock), so the rules are enforced against committed state and live in one place.
+Each function returns an :class:`Outcome`: the record after the request and the kind of log event
+to append, or ``None`` when nothing changes (an idempotent repeat).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from jobqueue_store import codec
+from jobqueue_store.errors import Conflict, Forbidden
+from jobqueue_store.models import EventType, JobRecord, Status, StatusUpdate
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a write does: the resulting record and the event to append (``None``: no change)."""
+
+    record: JobRecord
+    event: EventType | None
+    created: bool = False
+
+
+def request_entry_data(record: JobRecord) -> dict[str, Any]:
+    """The data of a ``request`` entry: the job record as submitted."""
+    return {"job": record.job, "client": record.client, "request": record.request}
+
+
+def cancel_entry_data(record: JobRecord) -> dict[str, Any]:
+    """The data of a ``cancel`` entry."""
+    return {"job": record.job, "client": record.client}
+
+
+def same_request(a: Any, b: Any) -> bool:
+    """Whether two ``request`` values are the same JSON (object key order does not matter)."""
+    return a == b or codec.canonical(a) == codec.canonical(b)
+
+
+def decide_submit(
+    existing: JobRecord | None,
+    *,
+    datasource_id: str,
+    job: str,
+    client: str,
+    request: Any,
+    timestamp: int,
+) -> Outcome:
+    """A client submits ``job``: a new record, an idempotent repeat, or a conflict."""
+    if existing is None:
+        record = JobRecord(
+            datasource_id=datasource_id,
+            job=job,
+            client=client,
+            status=Status.SUBMITTED,
+            request=request,
+            cancel_requested=False,
+            version=1,
+            submitted_at=timestamp,
+            updated_at=timestamp,
+        )
+        return Outcome(record, "request", created=True)
+    if existing.client != client:
+        raise Conflict(
+            f"Job id '{job}' is already used on datasource '{datasource_id}': choose another id."
+        )
+    if not same_request(existing.request, request):
+        raise Conflict(
+            f"Job '{job}' was already submitted with a different request: a retry must send the "
+            "same request, a new job needs a new id."
+        )
+    return Outcome(existing, None)
+
+
+def decide_cancel(existing: JobRecord, *, client: str | None, timestamp: int) -> Outcome:
+    """A client asks to cancel ``existing``. ``client`` ``None`` means an admin (any job)."""
+    if client is not None and existing.client != client:
+        raise Forbidden(f"Job '{existing.job}' belongs to another client.")
+    if existing.terminal or existing.cancel_requested:
+        return Outcome(existing, None)
+    record = replace(
+        existing,
+        cancel_requested=True,
+        version=existing.version + 1,
+        updated_at=max(timestamp, existing.updated_at),
+    )
+    return Outcome(record, "cancel")
+
+
+def decide_update(existing: JobRecord, update: StatusUpdate, *, timestamp: int) -> Outcome:
+    """A driver reports ``update`` for ``existing``."""
+    changed = (
+        existing.status is not update.status
+        or existing.has_response != update.has_response
+        or (update.has_response and not same_request(existing.response, update.response))
+        or existing.error != update.error
+        or existing.progress != update.progress
+    )
+    if existing.terminal:
+        if changed:
+            raise Conflict(
+                f"Job '{existing.job}' is already {existing.status.value}: a terminal status is "
+                "final."
+            )
+        return Outcome(existing, None)
+    if not changed:
+        return Outcome(existing, None)
+    record = replace(
+        existing,
+        status=update.status,
+        response=update.response if update.has_response else None,
+        has_response=update.has_response,
+        error=update.error,
+        progress=update.progress,
+        version=existing.version + 1,
+        updated_at=max(timestamp, existing.updated_at),
+    )
+    return Outcome(record, "status")

@@ -1,0 +1,144 @@
+"""The store interface: domain records in, domain records out, only ``errors.*`` raised.
+
+Every write is durable when its coroutine returns (committed; ``synchronous=FULL`` on SQLite) and
+appends at most one :class:`~jobqueue_store.models.Event` to one store-wide log:
+
+- ``seq`` is strictly increasing across the whole store and hands out no value twice;
+- ``timestamp`` (ms) never decreases within a datasource (``max(now, last timestamp)``);
+- the job's record and its event are written in the same transaction;
+- the lifecycle rules of :mod:`jobqueue_store.lifecycle` decide each write against the
+  committed row (single writer or row lock), never against process memory.
+
+After a commit, the store hands the committed events, in ``seq`` order and with no gap, to the
+``listener`` set with :meth:`Store.set_listener` (the pub/sub hub). A store shared by several
+processes also hands over the events that other processes committed.
+
+Reads of the log (``entries_since``, ``events_after``, ``latest_entry``) return only events below
+the commit watermark: an event is never returned while an event with a smaller ``seq`` could
+still commit.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from jobqueue_store.models import Datasource, Event, JobPage, JobRecord, Status, StatusUpdate
+
+Listener = Callable[[Sequence[Event]], None]
+
+
+class Store(abc.ABC):
+    """A job-queue store. Open with :meth:`open`, close with :meth:`close`."""
+
+    _listener: Listener | None = None
+
+    def set_listener(self, listener: Listener | None) -> None:
+        """Receive committed events, in ``seq`` order, after each commit."""
+        self._listener = listener
+
+    def _publish(self, events: Sequence[Event]) -> None:
+        if events and self._listener is not None:
+            self._listener(events)
+
+    # lifecycle ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, run migrations, start background tasks."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish pending writes and disconnect."""
+
+    @abc.abstractmethod
+    async def migrate(self) -> int:
+        """Create or upgrade the schema; return the schema version now in place."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise :class:`~jobqueue_store.errors.Unavailable` if the database is unreachable."""
+
+    # datasources --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def put_datasource(self, datasource: Datasource) -> Datasource:
+        """Create or replace a datasource's description and request schema."""
+
+    @abc.abstractmethod
+    async def get_datasource(self, dsid: str) -> Datasource | None:
+        """The datasource, or ``None``."""
+
+    @abc.abstractmethod
+    async def list_datasources(self) -> list[Datasource]:
+        """Every datasource, ordered by id."""
+
+    # writes -------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def submit(
+        self, dsid: str, job: str, client: str, request: Any
+    ) -> tuple[JobRecord, bool]:
+        """Submit a job; return ``(record, created)``.
+
+        Raises ``NotFound`` for an unknown datasource and ``Conflict`` per
+        :func:`~jobqueue_store.lifecycle.decide_submit`. A repeat appends nothing.
+        """
+
+    @abc.abstractmethod
+    async def cancel(self, dsid: str, job: str, client: str | None) -> JobRecord:
+        """Request cancellation; ``client`` ``None`` is an admin. ``NotFound`` / ``Forbidden``."""
+
+    @abc.abstractmethod
+    async def update_status(self, dsid: str, job: str, update: StatusUpdate) -> JobRecord:
+        """A driver's status report. ``NotFound`` / ``Conflict``."""
+
+    # reads --------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def get_job(self, dsid: str, job: str) -> JobRecord | None:
+        """The job's current record, or ``None``."""
+
+    @abc.abstractmethod
+    async def list_jobs(
+        self,
+        dsid: str,
+        client: str | None,
+        *,
+        status: Status | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """A client's jobs (every client's for ``None``), newest first, ``limit`` a page.
+
+        ``cursor`` is the opaque ``next_cursor`` of the previous page; a malformed one raises
+        ``BadRequest``.
+        """
+
+    @abc.abstractmethod
+    async def latest_entry(self, dsid: str) -> Event | None:
+        """The newest request-stream entry (``request`` or ``cancel``) of the datasource."""
+
+    @abc.abstractmethod
+    async def entries_since(
+        self, dsid: str, timestamp: int, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[Event]:
+        """Request-stream entries with ``timestamp >= timestamp`` and ``seq > after_seq``, oldest
+        first (by ``seq``), at most ``limit``."""
+
+    @abc.abstractmethod
+    async def events_after(
+        self,
+        dsid: str,
+        after_seq: int,
+        *,
+        client: str | None = None,
+        stream_only: bool = False,
+        limit: int = 1000,
+    ) -> list[Event]:
+        """Events of the datasource with ``seq > after_seq``, by ``seq``, at most ``limit``.
+
+        ``client``: only that client's jobs (a client subscription's replay). ``stream_only``:
+        only request-stream entries (a driver subscription's replay).
+        """
+
+    @abc.abstractmethod
+    async def last_seq(self) -> int:
+        """The largest committed ``seq`` (0 for an empty log)."""
