@@ -1,0 +1,667 @@
+"""The SQLite store: aiosqlite, WAL, one writer task with group commit.
+
+Writes (submit, cancel, update_status, put_datasource) are queued to a single writer task. It
+takes every pending command (up to ``batch_max``) and runs the whole batch in one call on the
+writer connection's thread: ``BEGIN IMMEDIATE``, for each command read the row, decide with
+:mod:`jobqueue_store.lifecycle`, write the row and append the event, then one ``COMMIT`` (one
+fsync with ``synchronous=FULL``). A command whose rule fails is decided before it writes anything,
+so it fails alone. If the commit fails, every command of the batch fails with
+:class:`~jobqueue_store.errors.Unavailable` and nothing of it is stored.
+
+Reads use a small pool of separate connections: in WAL mode they run while the writer writes and
+never queue behind it. This process is the only writer, so datasources are cached in memory.
+
+``synchronous``: ``FULL`` (default) makes every acknowledged write survive a power loss; ``NORMAL``
+survives a crash of the process but may lose the last commits on power loss; ``OFF`` leaves
+durability to the OS. Note that ``kill -9`` cannot tell them apart: the OS still flushes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import aiosqlite
+
+from jobqueue_store import codec, errors, lifecycle
+from jobqueue_store.models import (
+    Datasource,
+    Event,
+    EventType,
+    JobPage,
+    JobRecord,
+    Status,
+    StatusUpdate,
+    now_ms,
+)
+from jobqueue_store.storage.base import Store
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SYNCHRONOUS_VALUES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+BUSY_TIMEOUT_MS = 5000
+_MIGRATION_RE = re.compile(r"(\d+)_[A-Za-z0-9_]+\.sql")
+_CURSOR_RE = re.compile(r"[1-9][0-9]{0,18}")
+_MAX_INT64 = 2**63 - 1
+
+_EVENT_COLUMNS = "seq, datasource_id, type, job, client, timestamp, data, record"
+
+
+# Write commands, queued to the writer. ----------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Submit:
+    dsid: str
+    job: str
+    client: str
+    request: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Cancel:
+    dsid: str
+    job: str
+    client: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Update:
+    dsid: str
+    job: str
+    update: StatusUpdate
+
+
+@dataclass(frozen=True, slots=True)
+class _PutDatasource:
+    datasource: Datasource
+
+
+_Command = _Submit | _Cancel | _Update | _PutDatasource
+
+
+@dataclass(slots=True)
+class _Pending:
+    command: _Command
+    future: asyncio.Future[Any]
+
+
+_STOP = object()
+
+
+@dataclass(slots=True)
+class _BatchResult:
+    """What one committed batch did: a result or an error per command, the events appended (in
+    ``seq`` order) and the datasources written."""
+
+    results: list[Any] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    datasources: dict[str, Datasource] = field(default_factory=dict)
+
+
+async def _in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(sqlite3_connection, *args)`` on ``conn``'s worker thread, in one hop."""
+    # aiosqlite has no public API to run a function on its thread: Connection._execute queues one
+    # callable there. Without it a batch would cost 3+ thread hops per job (execute, fetch, ...);
+    # with it a whole batch, or a read with its decoding, is a single hop.
+    result = await conn._execute(fn, conn._conn, *args)  # type: ignore[no-untyped-call]
+    return cast(T, result)
+
+
+def _decode_record(data: bytes) -> JobRecord:
+    return JobRecord.from_wire(codec.loads(data))
+
+
+def _decode_event(row: Sequence[Any]) -> Event:
+    seq, dsid, type_, job, client, timestamp, data, record = row
+    return Event(
+        seq=seq,
+        datasource_id=dsid,
+        type=type_,
+        job=job,
+        client=client,
+        timestamp=timestamp,
+        record=_decode_record(record),
+        data=None if data is None else codec.loads(data),
+    )
+
+
+def _decode_datasource(row: Sequence[Any]) -> Datasource:
+    dsid, description, schema = row
+    return Datasource(
+        id=dsid,
+        description=description,
+        request_schema=None if schema is None else codec.loads(schema),
+    )
+
+
+def _encode(value: Any, what: str) -> bytes:
+    try:
+        return codec.dumps(value)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise errors.BadRequest(f"The {what} cannot be stored as JSON: {exc}.") from None
+
+
+def _not_declared(dsid: str) -> errors.NotFound:
+    return errors.NotFound(
+        f"Datasource '{dsid}' is not declared: its driver declares it with PUT /jobs/{dsid}."
+    )
+
+
+def _no_job(dsid: str, job: str) -> errors.NotFound:
+    return errors.NotFound(f"There is no job '{job}' on datasource '{dsid}'.")
+
+
+def migrations() -> list[tuple[int, str]]:
+    """The packaged SQLite migrations as ``(version, sql)``, in version order."""
+    folder = resources.files("jobqueue_store.storage").joinpath("sql", "sqlite")
+    found: list[tuple[int, str]] = []
+    for entry in folder.iterdir():
+        match = _MIGRATION_RE.fullmatch(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.read_text(encoding="utf-8")))
+    found.sort()
+    versions = [v for v, _ in found]
+    if versions != list(range(1, len(versions) + 1)):
+        raise RuntimeError(f"SQLite migrations must be numbered 1..n without gaps: {versions}")
+    return found
+
+
+class SQLiteStore(Store):
+    """A job-queue store in one SQLite file (see the module docstring).
+
+    ``synchronous`` is SQLite's ``PRAGMA synchronous`` (``OFF``, ``NORMAL``, ``FULL``, ``EXTRA``);
+    ``batch_max`` caps the number of writes committed together; ``readers`` is the size of the
+    read connection pool.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        batch_max: int = 512,
+        readers: int = 2,
+    ) -> None:
+        sync = synchronous.upper()
+        if sync not in SYNCHRONOUS_VALUES:
+            raise ValueError(
+                f"synchronous must be one of {', '.join(sorted(SYNCHRONOUS_VALUES))}, "
+                f"not {synchronous!r}."
+            )
+        if batch_max < 1 or readers < 1:
+            raise ValueError("batch_max and readers must be at least 1.")
+        self.path = Path(path)
+        self.synchronous = sync
+        self.batch_max = batch_max
+        self._reader_count = readers
+        self._writer_conn: aiosqlite.Connection | None = None
+        self._reader_conns: list[aiosqlite.Connection] = []
+        self._idle_readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._accepting = False
+        self._datasources: dict[str, Datasource] = {}
+        # Last timestamp handed out per datasource; only the writer touches it.
+        self._last_ts: dict[str, int] = {}
+
+    # lifecycle ----------------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Open the connections, migrate, load the caches and start the writer."""
+        if self._writer_conn is not None:
+            raise RuntimeError("The store is already open.")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._writer_conn = await self._connect(writer=True)
+            await self.migrate()
+            for _ in range(self._reader_count):
+                conn = await self._connect(writer=False)
+                self._reader_conns.append(conn)
+                self._idle_readers.put_nowait(conn)
+            self._datasources, self._last_ts = await _in_thread(self._writer_conn, self._load_state)
+        except sqlite3.Error as exc:
+            await self._close_connections()
+            raise errors.Unavailable(
+                f"The SQLite database {self.path} cannot be opened: {exc}."
+            ) from exc
+        self._accepting = True
+        self._writer_task = asyncio.create_task(self._writer(), name="sqlite-writer")
+
+    async def close(self) -> None:
+        """Refuse new writes, finish the queued ones, stop the writer, close the connections."""
+        self._accepting = False
+        task, self._writer_task = self._writer_task, None
+        if task is not None:
+            self._queue.put_nowait(_STOP)
+            await task
+        await self._close_connections()
+
+    async def _connect(self, *, writer: bool) -> aiosqlite.Connection:
+        # isolation_level=None: no implicit transactions; the writer issues BEGIN IMMEDIATE itself.
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if writer:
+                await conn.execute("PRAGMA journal_mode = WAL")
+                await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+                await conn.execute("PRAGMA foreign_keys = ON")
+            else:
+                await conn.execute("PRAGMA query_only = ON")
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _close_connections(self) -> None:
+        conns = [*self._reader_conns]
+        if self._writer_conn is not None:
+            conns.append(self._writer_conn)
+        self._reader_conns = []
+        self._writer_conn = None
+        self._idle_readers = asyncio.Queue()
+        for conn in conns:
+            try:
+                await conn.close()
+            except Exception:  # a connection that fails to close must not keep others open
+                log.exception("closing an SQLite connection failed")
+
+    async def migrate(self) -> int:
+        """Apply the packaged migrations not yet applied, each in one transaction."""
+        if self._writer_conn is None:
+            raise errors.Unavailable("The store is not open.")
+        return await _in_thread(self._writer_conn, _migrate, migrations())
+
+    async def ping(self) -> None:
+        """Raise ``Unavailable`` if the database cannot be read."""
+        await self._read(lambda db: db.execute("SELECT 1").fetchone())
+
+    @staticmethod
+    def _load_state(db: sqlite3.Connection) -> tuple[dict[str, Datasource], dict[str, int]]:
+        rows = db.execute("SELECT id, description, request_schema FROM datasources").fetchall()
+        datasources = {row[0]: _decode_datasource(row) for row in rows}
+        last_ts: dict[str, int] = {}
+        for dsid in datasources:
+            # Timestamps never decrease along seq within a datasource: the last event has the max.
+            row = db.execute(
+                "SELECT timestamp FROM events WHERE datasource_id = ? ORDER BY seq DESC LIMIT 1",
+                (dsid,),
+            ).fetchone()
+            if row is not None:
+                last_ts[dsid] = row[0]
+        return datasources, last_ts
+
+    # datasources --------------------------------------------------------------------------------
+    async def put_datasource(self, datasource: Datasource) -> Datasource:
+        """Create or replace a datasource."""
+        return cast(Datasource, await self._write(_PutDatasource(datasource)))
+
+    async def get_datasource(self, dsid: str) -> Datasource | None:
+        """The datasource (from the in-memory cache), or ``None``."""
+        return self._datasources.get(dsid)
+
+    async def list_datasources(self) -> list[Datasource]:
+        """Every datasource, ordered by id."""
+        return [self._datasources[k] for k in sorted(self._datasources)]
+
+    # writes -------------------------------------------------------------------------------------
+    async def submit(
+        self, dsid: str, job: str, client: str, request: Any
+    ) -> tuple[JobRecord, bool]:
+        """Submit a job; return ``(record, created)``."""
+        return cast(tuple[JobRecord, bool], await self._write(_Submit(dsid, job, client, request)))
+
+    async def cancel(self, dsid: str, job: str, client: str | None) -> JobRecord:
+        """Request cancellation of a job; ``client`` ``None`` is an admin."""
+        return cast(JobRecord, await self._write(_Cancel(dsid, job, client)))
+
+    async def update_status(self, dsid: str, job: str, update: StatusUpdate) -> JobRecord:
+        """Apply a driver's status report."""
+        return cast(JobRecord, await self._write(_Update(dsid, job, update)))
+
+    async def _write(self, command: _Command) -> Any:
+        if not self._accepting:
+            raise errors.Unavailable("The store is closed: it accepts no more writes.")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(command, future))
+        return await future
+
+    async def _writer(self) -> None:
+        """The single writer: group every pending command into one transaction."""
+        stop = False
+        while not stop:
+            item = await self._queue.get()
+            if item is _STOP:
+                break
+            batch = [cast(_Pending, item)]
+            while len(batch) < self.batch_max and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(cast(_Pending, item))
+            try:
+                await self._commit_batch(batch)
+            except Exception as exc:  # never let one batch kill the writer
+                log.exception("the SQLite writer failed on a batch")
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(
+                            errors.Unavailable(f"The store failed to write: {exc}.")
+                        )
+        # Writes that raced close() past the _accepting check.
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, _Pending) and not item.future.done():
+                item.future.set_exception(errors.Unavailable("The store is closed."))
+
+    async def _commit_batch(self, batch: list[_Pending]) -> None:
+        commands = [p.command for p in batch]
+        assert self._writer_conn is not None
+        try:
+            result = await _in_thread(self._writer_conn, self._apply_batch, commands)
+        except (sqlite3.Error, ValueError) as exc:
+            # ValueError: aiosqlite's "Connection closed".
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(
+                        errors.Unavailable(
+                            f"The database could not commit the write ({exc}): nothing of it was "
+                            "stored; retry later."
+                        )
+                    )
+            return
+        self._datasources.update(result.datasources)
+        for pending, outcome in zip(batch, result.results, strict=True):
+            if pending.future.done():  # the caller gave up; the write is committed anyway
+                continue
+            if isinstance(outcome, BaseException):
+                pending.future.set_exception(outcome)
+            else:
+                pending.future.set_result(outcome)
+        try:
+            self._publish(result.events)
+        except Exception:
+            log.exception("the event listener failed")
+
+    def _apply_batch(self, db: sqlite3.Connection, commands: list[_Command]) -> _BatchResult:
+        """Run on the writer thread: one transaction for the whole batch."""
+        out = _BatchResult()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for command in commands:
+                try:
+                    out.results.append(self._apply(db, command, out))
+                except errors.StoreError as exc:
+                    # Rules and validation raise before anything is written: this command fails
+                    # alone and the batch goes on.
+                    out.results.append(exc)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+        return out
+
+    def _apply(self, db: sqlite3.Connection, command: _Command, out: _BatchResult) -> Any:
+        if isinstance(command, _PutDatasource):
+            ds = command.datasource
+            schema = None if ds.request_schema is None else _encode(ds.request_schema, "schema")
+            db.execute(
+                "INSERT INTO datasources (id, description, request_schema) VALUES (?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET description = excluded.description, "
+                "request_schema = excluded.request_schema",
+                (ds.id, ds.description, schema),
+            )
+            out.datasources[ds.id] = ds
+            return ds
+        dsid = command.dsid
+        if dsid not in self._datasources and dsid not in out.datasources:
+            raise _not_declared(dsid)
+        # Reads see the batch's earlier writes: same connection, same transaction.
+        row = db.execute(
+            "SELECT id, record FROM jobs WHERE datasource_id = ? AND job = ?", (dsid, command.job)
+        ).fetchone()
+        existing = None if row is None else _decode_record(row[1])
+        timestamp = max(now_ms(), self._last_ts.get(dsid, 0))
+        if isinstance(command, _Submit):
+            outcome = lifecycle.decide_submit(
+                existing,
+                datasource_id=dsid,
+                job=command.job,
+                client=command.client,
+                request=command.request,
+                timestamp=timestamp,
+            )
+        elif existing is None:
+            raise _no_job(dsid, command.job)
+        elif isinstance(command, _Cancel):
+            outcome = lifecycle.decide_cancel(existing, client=command.client, timestamp=timestamp)
+        else:
+            outcome = lifecycle.decide_update(existing, command.update, timestamp=timestamp)
+        record = outcome.record
+        if outcome.event is None:
+            return (record, False) if isinstance(command, _Submit) else record
+        record_bytes = _encode(record.to_wire(), "job record")
+        data: dict[str, Any] | None = None
+        if outcome.event == "request":
+            data = lifecycle.request_entry_data(record)
+        elif outcome.event == "cancel":
+            data = lifecycle.cancel_entry_data(record)
+        data_bytes = None if data is None else _encode(data, "request entry")
+        # Everything that can fail on bad input has run: from here on only the database can fail.
+        if row is None:
+            db.execute(
+                "INSERT INTO jobs (datasource_id, job, client, status, record) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (dsid, record.job, record.client, record.status.value, record_bytes),
+            )
+        else:
+            db.execute(
+                "UPDATE jobs SET status = ?, record = ? WHERE id = ?",
+                (record.status.value, record_bytes, row[0]),
+            )
+        out.events.append(
+            self._append(db, record, outcome.event, timestamp, data, data_bytes, record_bytes)
+        )
+        if isinstance(command, _Submit):
+            return (record, outcome.created)
+        return record
+
+    def _append(
+        self,
+        db: sqlite3.Connection,
+        record: JobRecord,
+        type_: EventType,
+        timestamp: int,
+        data: dict[str, Any] | None,
+        data_bytes: bytes | None,
+        record_bytes: bytes,
+    ) -> Event:
+        cur = db.execute(
+            "INSERT INTO events (datasource_id, type, job, client, timestamp, data, record) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.datasource_id,
+                type_,
+                record.job,
+                record.client,
+                timestamp,
+                data_bytes,
+                record_bytes,
+            ),
+        )
+        seq = cur.lastrowid
+        assert seq is not None
+        self._last_ts[record.datasource_id] = timestamp
+        return Event(
+            seq=seq,
+            datasource_id=record.datasource_id,
+            type=type_,
+            job=record.job,
+            client=record.client,
+            timestamp=timestamp,
+            record=record,
+            data=data,
+        )
+
+    # reads --------------------------------------------------------------------------------------
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(db, *args)`` on an idle read connection's thread."""
+        if not self._reader_conns:
+            raise errors.Unavailable("The store is not open.")
+        conn = await self._idle_readers.get()
+        try:
+            return await _in_thread(conn, fn, *args)
+        except (sqlite3.Error, ValueError) as exc:
+            raise errors.Unavailable(f"The database cannot be read: {exc}.") from exc
+        finally:
+            self._idle_readers.put_nowait(conn)
+
+    async def get_job(self, dsid: str, job: str) -> JobRecord | None:
+        """The job's current record, or ``None``."""
+
+        def run(db: sqlite3.Connection) -> JobRecord | None:
+            row = db.execute(
+                "SELECT record FROM jobs WHERE datasource_id = ? AND job = ?", (dsid, job)
+            ).fetchone()
+            return None if row is None else _decode_record(row[0])
+
+        return await self._read(run)
+
+    async def list_jobs(
+        self,
+        dsid: str,
+        client: str | None,
+        *,
+        status: Status | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """A client's jobs (every client's for ``None``), newest first. The cursor is the
+        internal id of the last job returned, as text."""
+        if limit < 1:
+            raise errors.BadRequest(f"The page limit must be at least 1, not {limit}.")
+        before = _MAX_INT64
+        if cursor is not None:
+            if not _CURSOR_RE.fullmatch(cursor):
+                raise errors.BadRequest(
+                    f"The cursor {cursor!r} is not one this store handed out: pass the 'next' "
+                    "value of the previous page unchanged."
+                )
+            before = int(cursor)
+        sql = "SELECT id, record FROM jobs WHERE datasource_id = ?"
+        args: list[Any] = [dsid]
+        if client is not None:
+            sql += " AND client = ?"
+            args.append(client)
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status.value)
+        sql += " AND id < ? ORDER BY id DESC LIMIT ?"
+        args += [before, limit + 1]
+
+        def run(db: sqlite3.Connection) -> JobPage:
+            rows = db.execute(sql, args).fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            return JobPage(
+                jobs=[_decode_record(r[1]) for r in rows],
+                next_cursor=str(rows[-1][0]) if more else None,
+            )
+
+        return await self._read(run)
+
+    async def latest_entry(self, dsid: str) -> Event | None:
+        """The newest request-stream entry of the datasource, or ``None``."""
+
+        def run(db: sqlite3.Connection) -> Event | None:
+            row = db.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events "
+                "WHERE datasource_id = ? AND type != 'status' ORDER BY seq DESC LIMIT 1",
+                (dsid,),
+            ).fetchone()
+            return None if row is None else _decode_event(row)
+
+        return await self._read(run)
+
+    async def entries_since(
+        self, dsid: str, timestamp: int, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[Event]:
+        """Request-stream entries with ``timestamp >= timestamp`` and ``seq > after_seq``."""
+        # Timestamps never decrease along seq within a datasource, so "timestamp >= T" is "seq >=
+        # the first seq at T or later": one probe of events_stream_time, then a range scan of
+        # events_stream. A page costs the same however long the log is.
+        sql = (
+            f"SELECT {_EVENT_COLUMNS} FROM events "
+            "WHERE datasource_id = :ds AND type != 'status' AND seq > max(:after, coalesce(("
+            "  SELECT seq - 1 FROM events WHERE datasource_id = :ds AND type != 'status'"
+            "  AND timestamp >= :ts ORDER BY timestamp LIMIT 1), :never))"
+            " ORDER BY seq LIMIT :limit"
+        )
+        args = {"ds": dsid, "after": after_seq, "ts": timestamp, "never": _MAX_INT64}
+        args["limit"] = max(limit, 0)
+        return await self._read(_fetch_events, sql, args)
+
+    async def events_after(
+        self,
+        dsid: str,
+        after_seq: int,
+        *,
+        client: str | None = None,
+        stream_only: bool = False,
+        limit: int = 1000,
+    ) -> list[Event]:
+        """Events of the datasource with ``seq > after_seq``, by ``seq``, at most ``limit``."""
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE datasource_id = :ds"
+        if client is not None:
+            sql += " AND client = :client"
+        if stream_only:
+            sql += " AND type != 'status'"
+        sql += " AND seq > :after ORDER BY seq LIMIT :limit"
+        args = {"ds": dsid, "client": client, "after": after_seq, "limit": max(limit, 0)}
+        return await self._read(_fetch_events, sql, args)
+
+    async def last_seq(self) -> int:
+        """The largest committed ``seq`` (0 for an empty log)."""
+
+        def run(db: sqlite3.Connection) -> int:
+            row = db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+            return int(row[0])
+
+        return await self._read(run)
+
+
+def _fetch_events(db: sqlite3.Connection, sql: str, args: dict[str, Any]) -> list[Event]:
+    return [_decode_event(row) for row in db.execute(sql, args).fetchall()]
+
+
+def _migrate(db: sqlite3.Connection, steps: list[tuple[int, str]]) -> int:
+    """Run on the writer thread: apply the migrations above the recorded version."""
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = db.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    current = int(row[0])
+    for version, sql in steps:
+        if version <= current:
+            continue
+        # executescript() runs each statement as written: BEGIN and COMMIT in the script make the
+        # migration one transaction (the version row included).
+        try:
+            db.executescript(
+                f"BEGIN IMMEDIATE;\n{sql}\n;"
+                f"INSERT INTO schema_version (version) VALUES ({version});\nCOMMIT;"
+            )
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        current = version
+    return current

@@ -1,0 +1,1 @@
+"""The store contract suite, run against every backend."""
