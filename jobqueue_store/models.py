@@ -13,7 +13,7 @@ DSID_RE = re.compile(r"[A-Za-z0-9._~:-]{1,128}")
 CLIENT_ID_RE = re.compile(r"[A-Za-z0-9._~:@-]{1,128}")
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """A job's status. The last four are terminal: once reached, the record never changes."""
 
     SUBMITTED = "submitted"
@@ -36,7 +36,7 @@ TERMINAL: frozenset[Status] = frozenset(
 STATUS_VALUES: frozenset[str] = frozenset(s.value for s in Status)
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     """What the bearer of a token is."""
 
     CLIENT = "client"

@@ -1,0 +1,227 @@
+"""The ``jobqueue-store`` command: ``serve``, ``token``, ``key``.
+
+Every option can also be set with an environment variable ``JOBQUEUE_STORE_<OPTION>`` (upper
+case, dashes as underscores), e.g. ``JOBQUEUE_STORE_PORT=9000``. A flag wins over the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from jobqueue_store import __version__
+from jobqueue_store.config import DEFAULT_NAME, Limits, Settings
+
+ENV_PREFIX = "JOBQUEUE_STORE_"
+log = logging.getLogger("jobqueue_store")
+
+
+def env_default(option: str, default: str | None = None) -> str | None:
+    """The value of ``JOBQUEUE_STORE_<OPTION>`` or ``default``."""
+    return os.environ.get(ENV_PREFIX + option.upper().replace("-", "_"), default)
+
+
+def add_option(
+    parser: argparse.ArgumentParser, option: str, default: str | None, help_text: str
+) -> None:
+    """``--option`` whose default comes from the environment, then ``default``."""
+    env = ENV_PREFIX + option.upper().replace("-", "_")
+    parser.add_argument(
+        f"--{option}",
+        default=env_default(option, default),
+        help=f"{help_text} (env {env}; default {default!r})",
+    )
+
+
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    add_option(parser, "data-dir", "./data", "data directory (database, root keys)")
+    add_option(parser, "name", DEFAULT_NAME, "store name, the tokens' target caveat")
+    add_option(
+        parser,
+        "root-key",
+        "",
+        "root keys '<id>:<hex>[,...]' shared by several "
+        "processes; empty: the data dir's root_keys.json",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(
+        prog="jobqueue-store", description="An asynchronous job-queue store with pub/sub."
+    )
+    parser.add_argument("--version", action="version", version=f"jobqueue-store {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the store")
+    add_option(serve, "host", "127.0.0.1", "address to listen on")
+    add_option(serve, "port", "8080", "port to listen on")
+    _store_options(serve)
+    add_option(
+        serve,
+        "database",
+        "",
+        "SQLite file or postgresql:// DSN; empty: <data-dir>/jobqueue.sqlite3",
+    )
+    add_option(serve, "synchronous", "FULL", "SQLite synchronous pragma: FULL, NORMAL or OFF")
+    add_option(serve, "max-body", str(Limits().max_body), "largest request body in bytes")
+    add_option(serve, "max-wait", str(Limits().max_wait), "longest ?wait= in seconds")
+    add_option(serve, "submits-per-second", "0", "per-client submit rate limit (0: off)")
+    add_option(serve, "log-level", "INFO", "logging level")
+    add_option(serve, "access-log", "off", "'on' to log every request (tokens redacted)")
+    serve.add_argument(
+        "--migrate-only",
+        action="store_true",
+        help="create or upgrade the database schema, then exit",
+    )
+
+    token = commands.add_parser("token", help="print a new token")
+    token.add_argument("--role", required=True, choices=["client", "driver", "admin"])
+    token.add_argument("--client", default=None, help="client id (required for role client)")
+    token.add_argument("--dsid", default=None, help="datasource(s) allowed, comma separated")
+    token.add_argument("--ttl", type=float, default=86400.0, help="lifetime in seconds")
+    _store_options(token)
+
+    key = commands.add_parser("key", help="manage root keys in the data dir")
+    key.add_argument("action", choices=["list", "rotate", "remove"])
+    key.add_argument("key_id", nargs="?", help="the key to remove")
+    add_option(key, "data-dir", "./data", "data directory")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings of ``serve`` from parsed arguments."""
+    limits = Limits(
+        max_body=int(args.max_body),
+        max_wait=float(args.max_wait),
+        submits_per_second=float(args.submits_per_second),
+    )
+    return Settings(
+        host=args.host,
+        port=int(args.port),
+        data_dir=Path(args.data_dir),
+        name=args.name,
+        database=args.database,
+        synchronous=args.synchronous.upper(),
+        root_key=args.root_key,
+        limits=limits,
+    )
+
+
+async def serve(
+    settings: Settings, *, access_log: bool = False, migrate_only: bool = False
+) -> None:
+    """Run the store until SIGINT or SIGTERM, then shut down gracefully."""
+    from jobqueue_store.web.access_log import RedactingAccessLogger
+    from jobqueue_store.web.app import create_app
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    app = create_app(settings)
+    if migrate_only:
+        from jobqueue_store.web.keys import STORE
+
+        version = await app[STORE].migrate()
+        print(f"schema version {version}", flush=True)
+        return
+    runner = web.AppRunner(
+        app,
+        access_log_class=RedactingAccessLogger,
+        access_log=logging.getLogger("jobqueue_store.access") if access_log else None,
+        shutdown_timeout=10.0,
+        handle_signals=False,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"jobqueue-store listening on http://{settings.host}:{settings.port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await runner.cleanup()
+
+
+def _run(coro: object) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:
+        asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print one token."""
+    from jobqueue_store.auth import TokenAuthority
+    from jobqueue_store.models import Role
+    from jobqueue_store.web.app import load_keyring
+
+    settings = Settings(data_dir=Path(args.data_dir), name=args.name, root_key=args.root_key)
+    authority = TokenAuthority(load_keyring(settings), settings.name)
+    dsids = [d for d in args.dsid.split(",") if d] if args.dsid else None
+    try:
+        token = authority.mint(Role(args.role), client=args.client, dsids=dsids, ttl=args.ttl)
+    except ValueError as exc:
+        print(f"jobqueue-store token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    """List, rotate or remove root keys."""
+    from jobqueue_store.keys import KeyRing
+
+    data_dir = Path(args.data_dir)
+    if args.action == "rotate":
+        print(KeyRing.rotate(data_dir))
+    elif args.action == "remove":
+        if not args.key_id:
+            print("jobqueue-store key remove: name the key id to remove", file=sys.stderr)
+            return 2
+        KeyRing.remove(data_dir, args.key_id)
+    else:
+        ring = KeyRing.load_or_create(data_dir)
+        for key_id in ring.key_ids:
+            print(f"{key_id}{' (current)' if key_id == ring.current else ''}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``jobqueue-store`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            logging.basicConfig(
+                level=args.log_level.upper(),
+                format="%(asctime)s %(levelname)s %(name)s %(message)s",
+            )
+            settings = settings_from(args)
+            with contextlib.suppress(KeyboardInterrupt):
+                _run(
+                    serve(
+                        settings, access_log=args.access_log == "on", migrate_only=args.migrate_only
+                    )
+                )
+            return 0
+        if args.command == "token":
+            return cmd_token(args)
+        if args.command == "key":
+            return cmd_key(args)
+    except ValueError as exc:
+        print(f"jobqueue-store: {exc}", file=sys.stderr)
+        return 2
+    return 2

@@ -1,0 +1,268 @@
+"""The job lifecycle as the store's callers see it: who may do what, and what each request does.
+
+Handlers call one method here per request with the caller's verified :class:`Principal`. The
+rules that decide a write against stored state live in :mod:`jobqueue_store.lifecycle` and run
+inside the store's transaction; this module decides *who* may ask (roles, ownership, datasource
+caveats), validates requests against a datasource's ``request_schema`` and implements ``?wait=``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+
+from jobqueue_store import codec, validation
+from jobqueue_store.auth import Principal
+from jobqueue_store.errors import BadRequest, Forbidden, NotFound
+from jobqueue_store.hub import Hub, Subscription, job_channel
+from jobqueue_store.models import Datasource, Event, JobPage, JobRecord, Role, Status
+from jobqueue_store.quota import Quotas
+from jobqueue_store.storage.base import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Waited:
+    """A record returned by a request that may wait: ``done`` when it is terminal."""
+
+    record: JobRecord
+    created: bool = False
+
+    @property
+    def done(self) -> bool:
+        """Whether the job is in a terminal status."""
+        return self.record.terminal
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPage:
+    """A page of request-stream entries, and where the next one starts (``None``: no more)."""
+
+    entries: list[Event]
+    next_after: int | None
+
+
+def _require_role(principal: Principal, *roles: Role) -> None:
+    if principal.role not in roles:
+        names = " or ".join(r.value for r in roles)
+        raise Forbidden(
+            f"This endpoint is for {names} tokens; this token's role is {principal.role.value}."
+        )
+
+
+class JobService:
+    """The store's operations, one method per endpoint."""
+
+    def __init__(self, store: Store, hub: Hub, quotas: Quotas | None = None) -> None:
+        self.store = store
+        self.hub = hub
+        self.quotas = quotas or Quotas()
+        self._validators: dict[str, tuple[bytes, Any]] = {}
+        self._waits: set[Subscription] = set()
+        self._stopping = False
+
+    # shutdown -----------------------------------------------------------------------------------
+    def stop_waiting(self) -> None:
+        """End every ``?wait=`` now (shutdown): waiting requests answer with the current record."""
+        self._stopping = True
+        for sub in tuple(self._waits):
+            sub.close()
+
+    # client API ---------------------------------------------------------------------------------
+    async def submit(
+        self, principal: Principal, dsid: str, body: Any, wait: float | None = None
+    ) -> Waited:
+        """``POST /<DSID>/job/``: a new job (``created``) or the record of an idempotent retry."""
+        _require_role(principal, Role.CLIENT, Role.ADMIN)
+        job, request, body_client = validation.job_submission(body)
+        client = self._submitting_client(principal, body_client)
+        datasource = await self._datasource(dsid)
+        self._validate_request(datasource, request)
+        self.quotas.check_submit(client)
+        if wait is None:
+            record, created = await self.store.submit(dsid, job, client, request)
+            return Waited(record, created)
+        with self._wait_subscription(dsid, job) as sub:
+            record, created = await self.store.submit(dsid, job, client, request)
+            return Waited(await self._wait_terminal(sub, record, wait), created)
+
+    async def status(
+        self, principal: Principal, dsid: str, job: str, wait: float | None = None
+    ) -> Waited:
+        """``GET /<DSID>/job/<JOBID>/``: the caller's job, optionally long-polled."""
+        _require_role(principal, Role.CLIENT, Role.ADMIN)
+        validation.job_id(job)
+        if wait is None:
+            return Waited(await self._own_job(principal, dsid, job))
+        with self._wait_subscription(dsid, job) as sub:
+            record = await self._own_job(principal, dsid, job)
+            return Waited(await self._wait_terminal(sub, record, wait))
+
+    async def list_jobs(
+        self,
+        principal: Principal,
+        dsid: str,
+        *,
+        status: Status | None,
+        limit: int,
+        cursor: str | None,
+    ) -> JobPage:
+        """``GET /<DSID>/job/``: the caller's jobs, newest first (an admin's: everyone's)."""
+        _require_role(principal, Role.CLIENT, Role.ADMIN)
+        await self._datasource(dsid)
+        client = principal.client if principal.role is Role.CLIENT else None
+        return await self.store.list_jobs(dsid, client, status=status, limit=limit, cursor=cursor)
+
+    async def cancel(self, principal: Principal, dsid: str, job: str) -> JobRecord:
+        """``POST .../cancel`` or ``DELETE``: request cancellation of the caller's job."""
+        _require_role(principal, Role.CLIENT, Role.ADMIN)
+        validation.job_id(job)
+        await self._datasource(dsid)
+        client = principal.client if principal.role is Role.CLIENT else None
+        return await self.store.cancel(dsid, job, client)
+
+    # driver API ---------------------------------------------------------------------------------
+    async def put_datasource(self, principal: Principal, dsid: str, body: Any) -> Datasource:
+        """``PUT /jobs/<DSID>``: declare or update a datasource."""
+        _require_role(principal, Role.DRIVER, Role.ADMIN)
+        validation.datasource_id(dsid)
+        description, schema = validation.datasource_body(body)
+        if schema is not None:
+            try:
+                jsonschema.validators.validator_for(schema).check_schema(schema)
+            except jsonschema.SchemaError as exc:
+                raise BadRequest(
+                    f'"request_schema" is not a valid JSON Schema: {exc.message}.'
+                ) from None
+        return await self.store.put_datasource(Datasource(dsid, description, schema))
+
+    async def catalogue(self, principal: Principal) -> list[Datasource]:
+        """``GET /cat``: the datasources the token may use."""
+        datasources = await self.store.list_datasources()
+        return [d for d in datasources if principal.allows_dsid(d.id)]
+
+    async def update_status(
+        self, principal: Principal, dsid: str, job: str, body: Any
+    ) -> JobRecord:
+        """``POST /jobs/<DSID>/job/<JOBID>/``: a driver's status report."""
+        _require_role(principal, Role.DRIVER, Role.ADMIN)
+        validation.job_id(job)
+        update = validation.status_update(body)
+        await self._datasource(dsid)
+        return await self.store.update_status(dsid, job, update)
+
+    async def driver_job(self, principal: Principal, dsid: str, job: str) -> JobRecord:
+        """``GET /jobs/<DSID>/job/<JOBID>/``: any job of the datasource."""
+        _require_role(principal, Role.DRIVER, Role.ADMIN)
+        validation.job_id(job)
+        await self._datasource(dsid)
+        record = await self.store.get_job(dsid, job)
+        if record is None:
+            raise NotFound(f"No job '{job}' on datasource '{dsid}'.")
+        return record
+
+    async def latest(self, principal: Principal, dsid: str) -> Event:
+        """``GET /jobs/<DSID>/latest``: the newest request-stream entry."""
+        _require_role(principal, Role.DRIVER, Role.ADMIN)
+        await self._datasource(dsid)
+        entry = await self.store.latest_entry(dsid)
+        if entry is None:
+            raise NotFound(f"The request stream of datasource '{dsid}' is empty.")
+        return entry
+
+    async def since(
+        self, principal: Principal, dsid: str, timestamp: int, *, after: int, limit: int
+    ) -> StreamPage:
+        """``GET /jobs/<DSID>/since/<TIME>``: a page of the request stream, oldest first."""
+        _require_role(principal, Role.DRIVER, Role.ADMIN)
+        await self._datasource(dsid)
+        entries = await self.store.entries_since(dsid, timestamp, after_seq=after, limit=limit + 1)
+        if len(entries) > limit:
+            entries = entries[:limit]
+            return StreamPage(entries, entries[-1].seq)
+        return StreamPage(entries, None)
+
+    # subscriptions (the websocket layer's checks) -----------------------------------------------
+    async def authorize_subscription(
+        self, principal: Principal, dsid: str, *, driver: bool
+    ) -> None:
+        """Raise unless ``principal`` may subscribe to ``dsid`` (driver stream or client view)."""
+        if driver:
+            _require_role(principal, Role.DRIVER, Role.ADMIN)
+        else:
+            _require_role(principal, Role.CLIENT, Role.ADMIN)
+        await self._datasource(dsid)
+
+    # helpers ------------------------------------------------------------------------------------
+    def _submitting_client(self, principal: Principal, body_client: str | None) -> str:
+        if principal.role is Role.CLIENT:
+            assert principal.client is not None
+            if body_client is not None and body_client != principal.client:
+                raise Forbidden(
+                    f"\"client\" is '{body_client}' but this token is for client "
+                    f"'{principal.client}': leave \"client\" out or make it match."
+                )
+            return principal.client
+        if body_client is None:
+            raise BadRequest('An admin submitting a job must name its "client".')
+        return validation.client_id(body_client)
+
+    async def _datasource(self, dsid: str) -> Datasource:
+        datasource = await self.store.get_datasource(dsid)
+        if datasource is None:
+            raise NotFound(
+                f"Datasource '{dsid}' is not declared: its driver declares it with "
+                f"PUT /jobs/{dsid}."
+            )
+        return datasource
+
+    async def _own_job(self, principal: Principal, dsid: str, job: str) -> JobRecord:
+        await self._datasource(dsid)
+        record = await self.store.get_job(dsid, job)
+        if record is None:
+            raise NotFound(f"No job '{job}' on datasource '{dsid}'.")
+        if principal.role is Role.CLIENT and record.client != principal.client:
+            raise Forbidden(f"Job '{job}' belongs to another client.")
+        return record
+
+    def _validate_request(self, datasource: Datasource, request: Any) -> None:
+        schema = datasource.request_schema
+        if schema is None:
+            return
+        key = codec.canonical(schema)
+        cached = self._validators.get(datasource.id)
+        if cached is None or cached[0] != key:
+            validator = jsonschema.validators.validator_for(schema)(schema)
+            self._validators[datasource.id] = cached = (key, validator)
+        error = jsonschema.exceptions.best_match(cached[1].iter_errors(request))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(the whole request)"
+            raise BadRequest(
+                f"The request does not match datasource '{datasource.id}''s request_schema at "
+                f"{where}: {error.message}."
+            )
+
+    def _wait_subscription(self, dsid: str, job: str) -> Subscription:
+        sub = self.hub.subscribe(job_channel(dsid, job), maxsize=64)
+        self._waits.add(sub)
+        return sub
+
+    async def _wait_terminal(self, sub: Subscription, record: JobRecord, wait: float) -> JobRecord:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        try:
+            while not record.terminal and not self._stopping:
+                remaining = deadline - loop.time()
+                if remaining <= 0 or not await sub.wait(remaining):
+                    break
+                if sub.overflowed:
+                    fresh = await self.store.get_job(record.datasource_id, record.job)
+                    return fresh or record
+                for event in sub.drain():
+                    if event.record.version > record.version:
+                        record = event.record
+        finally:
+            self._waits.discard(sub)
+        return record

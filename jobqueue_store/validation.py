@@ -1,0 +1,154 @@
+"""Parsing of request bodies and query values into domain values, with 400s a person can act on."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from jobqueue_store.errors import BadRequest
+from jobqueue_store.models import CLIENT_ID_RE, DSID_RE, JOB_ID_RE, Status, StatusUpdate
+
+JOB_FIELDS = frozenset({"job", "request", "client"})
+UPDATE_FIELDS = frozenset({"status", "response", "error", "progress"})
+DATASOURCE_FIELDS = frozenset({"description", "request_schema"})
+MAX_ERROR_TEXT = 64 * 1024
+
+
+def _object(body: Any, what: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequest(f"The body must be a JSON object: {what}.")
+    return body
+
+
+def _no_unknown(body: Mapping[str, Any], allowed: frozenset[str], what: str) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(
+            f"Unknown field(s) {', '.join(repr(u) for u in unknown)} in {what}; allowed: "
+            f"{', '.join(sorted(allowed))}."
+        )
+
+
+def job_id(value: Any) -> str:
+    """A client-allocated job id: 1-128 of ``A-Z a-z 0-9 . _ ~ : -``."""
+    if not isinstance(value, str) or not JOB_ID_RE.fullmatch(value):
+        raise BadRequest(
+            "The job id must be 1 to 128 characters of A-Z a-z 0-9 . _ ~ : - (a GUID works)."
+        )
+    return value
+
+
+def datasource_id(value: str) -> str:
+    """A datasource id from a path: same alphabet as job ids."""
+    if not DSID_RE.fullmatch(value):
+        raise BadRequest("The datasource id must be 1 to 128 characters of A-Z a-z 0-9 . _ ~ : -.")
+    return value
+
+
+def client_id(value: Any) -> str:
+    """A client id as carried by a token or an admin's submit."""
+    if not isinstance(value, str) or not CLIENT_ID_RE.fullmatch(value):
+        raise BadRequest("The client id must be 1 to 128 characters of A-Z a-z 0-9 . _ ~ : @ -.")
+    return value
+
+
+def job_submission(body: Any) -> tuple[str, Any, str | None]:
+    """``(job, request, client or None)`` from a submit body ``{"job", "request", "client"?}``."""
+    obj = _object(body, '{"job": "<id>", "request": <any JSON>}')
+    _no_unknown(obj, JOB_FIELDS, "the job record")
+    if "job" not in obj:
+        raise BadRequest('The job record needs a "job" field: the id you choose for the job.')
+    if "request" not in obj:
+        raise BadRequest('The job record needs a "request" field: what the driver should do.')
+    client = obj.get("client")
+    if client is not None and not isinstance(client, str):
+        raise BadRequest('"client" must be a string (your client id), or be left out.')
+    return job_id(obj["job"]), obj["request"], client
+
+
+def status_update(body: Any) -> StatusUpdate:
+    """A driver's ``{"status", "response"?, "error"?, "progress"?}``."""
+    obj = _object(
+        body, '{"status": "<status>", "response"?: ..., "error"?: "...", "progress"?: 0.5}'
+    )
+    _no_unknown(obj, UPDATE_FIELDS, "the status update")
+    raw = obj.get("status")
+    allowed = ", ".join(s.value for s in Status if s is not Status.SUBMITTED)
+    if not isinstance(raw, str) or raw not in {s.value for s in Status}:
+        raise BadRequest(f'"status" must be one of: {allowed}.')
+    status = Status(raw)
+    if status is Status.SUBMITTED:
+        raise BadRequest(f'A driver cannot set "submitted"; use one of: {allowed}.')
+    error = obj.get("error")
+    if error is not None and (not isinstance(error, str) or len(error) > MAX_ERROR_TEXT):
+        raise BadRequest('"error" must be a string of at most 64 KiB describing what went wrong.')
+    progress = obj.get("progress")
+    if progress is not None:
+        if (
+            isinstance(progress, bool)
+            or not isinstance(progress, int | float)
+            or not math.isfinite(progress)
+            or not 0 <= progress <= 1
+        ):
+            raise BadRequest('"progress" must be a number from 0 to 1.')
+        progress = float(progress)
+    return StatusUpdate(
+        status=status,
+        response=obj.get("response"),
+        has_response="response" in obj,
+        error=error,
+        progress=progress,
+    )
+
+
+def datasource_body(body: Any) -> tuple[str, dict[str, Any] | None]:
+    """``(description, request_schema)`` from ``PUT /jobs/<DSID>``."""
+    obj = _object(body, '{"description": "<text>", "request_schema"?: <JSON Schema>}')
+    _no_unknown(obj, DATASOURCE_FIELDS, "the datasource")
+    description = obj.get("description", "")
+    if not isinstance(description, str):
+        raise BadRequest('"description" must be a string.')
+    schema = obj.get("request_schema")
+    if schema is not None and not isinstance(schema, dict | bool):
+        raise BadRequest('"request_schema" must be a JSON Schema (an object).')
+    if isinstance(schema, bool):
+        schema = {} if schema else {"not": {}}
+    return description, schema
+
+
+def seconds(value: str | None, name: str, maximum: float) -> float | None:
+    """A ``?wait=`` style duration: ``0 < s <= maximum``."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or not 0 < number <= maximum:
+        raise BadRequest(
+            f"?{name}= must be a number of seconds greater than 0 and at most {maximum:g}."
+        )
+    return number
+
+
+def integer(value: str | None, name: str, *, default: int, minimum: int, maximum: int) -> int:
+    """An integer query value within bounds."""
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadRequest(f"?{name}= must be a whole number.") from None
+    if not minimum <= number <= maximum:
+        raise BadRequest(f"?{name}= must be from {minimum} to {maximum}.")
+    return number
+
+
+def status_filter(value: str | None) -> Status | None:
+    """``?status=`` of a job listing."""
+    if value is None:
+        return None
+    if value not in {s.value for s in Status}:
+        raise BadRequest(f"?status= must be one of: {', '.join(s.value for s in Status)}.")
+    return Status(value)

@@ -1,0 +1,103 @@
+"""The aiohttp application: routes, middlewares, start-up and shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from jobqueue_store.auth import TokenAuthority
+from jobqueue_store.config import Settings
+from jobqueue_store.hub import Hub
+from jobqueue_store.keys import KeyRing
+from jobqueue_store.metrics import Metrics
+from jobqueue_store.quota import Quotas
+from jobqueue_store.service import JobService
+from jobqueue_store.storage import open_store
+from jobqueue_store.storage.base import Store
+from jobqueue_store.web import handlers
+from jobqueue_store.web.keys import AUTHORITY, HUB, METRICS, SERVICE, SETTINGS, STORE
+from jobqueue_store.web.middleware import auth_middleware, error_middleware
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def load_keyring(settings: Settings) -> KeyRing:
+    """The root keys: from ``settings.root_key`` (shared by processes) or the data dir's file."""
+    if settings.root_key:
+        return KeyRing.from_env(settings.root_key)
+    return KeyRing.load_or_create(settings.data_dir)
+
+
+def _route(app: web.Application, method: str, path: str, handler: Handler, name: str) -> None:
+    """Add ``path``, matched with and without a trailing slash (SPEC 1)."""
+    app.router.add_route(method, path + "{trailing_slash:/?}", handler, name=name)
+
+
+def add_routes(app: web.Application) -> None:
+    """Every endpoint of SPEC sections 3, 4 and 6 but the websockets."""
+    _route(app, "GET", "/healthz", handlers.healthz, "healthz")
+    _route(app, "GET", "/metrics", handlers.metrics, "metrics")
+    _route(app, "GET", "/cat", handlers.catalogue, "catalogue")
+    _route(app, "PUT", "/jobs/{dsid}", handlers.put_datasource, "put_datasource")
+    _route(app, "GET", "/jobs/{dsid}/latest", handlers.latest, "latest")
+    _route(app, "GET", "/jobs/{dsid}/since/{time}", handlers.since, "since")
+    _route(app, "GET", "/jobs/{dsid}/job/{job}", handlers.driver_job, "driver_job")
+    _route(app, "POST", "/jobs/{dsid}/job/{job}", handlers.update_status, "update_status")
+    _route(app, "POST", "/{dsid}/job", handlers.submit, "submit")
+    _route(app, "GET", "/{dsid}/job", handlers.list_jobs, "list_jobs")
+    _route(app, "GET", "/{dsid}/job/{job}", handlers.job_status, "job_status")
+    _route(app, "DELETE", "/{dsid}/job/{job}", handlers.cancel, "delete_job")
+    _route(app, "POST", "/{dsid}/job/{job}/cancel", handlers.cancel, "cancel")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    authority: TokenAuthority | None = None,
+) -> web.Application:
+    """The store's application. ``store`` and ``authority`` default to those of ``settings``."""
+    app = web.Application(
+        client_max_size=settings.limits.max_body,
+        middlewares=[error_middleware, auth_middleware],
+    )
+    hub = Hub()
+    the_store = store or open_store(
+        settings.database, data_dir=settings.data_dir, synchronous=settings.synchronous
+    )
+    the_authority = authority or TokenAuthority(
+        load_keyring(settings), settings.name, cache_size=settings.token_cache_size
+    )
+    metrics = Metrics()
+    service = JobService(the_store, hub, Quotas(settings.limits.submits_per_second))
+    app[SETTINGS] = settings
+    app[STORE] = the_store
+    app[HUB] = hub
+    app[AUTHORITY] = the_authority
+    app[METRICS] = metrics
+    app[SERVICE] = service
+    metrics.gauge(
+        "jobqueue_log_seq", "The largest seq published by this process.", lambda: hub.last_seq
+    )
+    metrics.gauge(
+        "jobqueue_subscriptions",
+        "Open hub subscriptions in this process.",
+        lambda: hub.subscriber_count,
+    )
+    add_routes(app)
+
+    async def open_store_on_startup(app: web.Application) -> None:
+        the_store.set_listener(hub.publish)
+        await the_store.open()
+
+    async def stop_waits_on_shutdown(app: web.Application) -> None:
+        service.stop_waiting()
+
+    async def close_store_on_cleanup(app: web.Application) -> None:
+        await the_store.close()
+
+    app.on_startup.append(open_store_on_startup)
+    app.on_shutdown.append(stop_waits_on_shutdown)
+    app.on_cleanup.append(close_store_on_cleanup)
+    return app

@@ -1,0 +1,175 @@
+"""HTTP handlers: parse, call one service method, encode. A few lines each."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from jobqueue_store import codec, validation
+from jobqueue_store.errors import BadRequest, Forbidden, TooLarge, UnsupportedMediaType
+from jobqueue_store.models import Role
+from jobqueue_store.service import Waited
+from jobqueue_store.web.keys import METRICS, SERVICE, SETTINGS, principal_of
+from jobqueue_store.web.responses import json_response
+
+STREAM_LIMIT_DEFAULT = 1000
+STREAM_LIMIT_MAX = 10_000
+LIST_LIMIT_DEFAULT = 100
+LIST_LIMIT_MAX = 1000
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request's JSON body: 413 over the limit, 415 if not JSON, 400 if malformed."""
+    limit = request.app[SETTINGS].limits.max_body
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(
+            f"The request body is {request.content_length} bytes; the limit is {limit} bytes."
+        )
+    if not request.body_exists:
+        raise BadRequest("The request has no body: send a JSON object.")
+    mimetype = request.content_type
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"The body must be JSON with 'Content-Type: application/json', not '{mimetype}'."
+        )
+    return codec.parse_body(await request.read())
+
+
+def _wait(request: web.Request) -> float | None:
+    maximum = request.app[SETTINGS].limits.max_wait
+    return validation.seconds(request.query.get("wait"), "wait", maximum)
+
+
+def _waited_response(waited: Waited, waiting: bool) -> web.Response:
+    if waiting:
+        return json_response(waited.record.to_wire(), 200 if waited.done else 202)
+    return json_response(waited.record.to_wire(), 201 if waited.created else 200)
+
+
+# operations -------------------------------------------------------------------------------------
+async def healthz(request: web.Request) -> web.Response:
+    """``GET /healthz``: the process is up."""
+    return json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: Prometheus text, for admin tokens."""
+    if principal_of(request).role is not Role.ADMIN:
+        raise Forbidden("/metrics is for admin tokens.")
+    return web.Response(
+        text=request.app[METRICS].render(), content_type="text/plain", charset="utf-8"
+    )
+
+
+# client API -------------------------------------------------------------------------------------
+async def submit(request: web.Request) -> web.Response:
+    """``POST /<DSID>/job/``."""
+    body = await read_json(request)
+    wait = _wait(request)
+    waited = await request.app[SERVICE].submit(
+        principal_of(request), request.match_info["dsid"], body, wait
+    )
+    return _waited_response(waited, wait is not None)
+
+
+async def job_status(request: web.Request) -> web.Response:
+    """``GET /<DSID>/job/<JOBID>/``."""
+    wait = _wait(request)
+    waited = await request.app[SERVICE].status(
+        principal_of(request), request.match_info["dsid"], request.match_info["job"], wait
+    )
+    return _waited_response(waited, wait is not None)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    """``GET /<DSID>/job/``."""
+    query = request.query
+    page = await request.app[SERVICE].list_jobs(
+        principal_of(request),
+        request.match_info["dsid"],
+        status=validation.status_filter(query.get("status")),
+        limit=validation.integer(
+            query.get("limit"),
+            "limit",
+            default=LIST_LIMIT_DEFAULT,
+            minimum=1,
+            maximum=LIST_LIMIT_MAX,
+        ),
+        cursor=query.get("cursor"),
+    )
+    return json_response({"jobs": [r.to_wire() for r in page.jobs], "next": page.next_cursor})
+
+
+async def cancel(request: web.Request) -> web.Response:
+    """``POST /<DSID>/job/<JOBID>/cancel`` and ``DELETE /<DSID>/job/<JOBID>/``."""
+    record = await request.app[SERVICE].cancel(
+        principal_of(request), request.match_info["dsid"], request.match_info["job"]
+    )
+    return json_response(record.to_wire())
+
+
+# driver API -------------------------------------------------------------------------------------
+async def put_datasource(request: web.Request) -> web.Response:
+    """``PUT /jobs/<DSID>``."""
+    body = await read_json(request)
+    datasource = await request.app[SERVICE].put_datasource(
+        principal_of(request), request.match_info["dsid"], body
+    )
+    return json_response(datasource.to_wire())
+
+
+async def catalogue(request: web.Request) -> web.Response:
+    """``GET /cat``."""
+    datasources = await request.app[SERVICE].catalogue(principal_of(request))
+    return json_response({"datasources": [d.to_wire() for d in datasources]})
+
+
+async def update_status(request: web.Request) -> web.Response:
+    """``POST /jobs/<DSID>/job/<JOBID>/``."""
+    body = await read_json(request)
+    record = await request.app[SERVICE].update_status(
+        principal_of(request), request.match_info["dsid"], request.match_info["job"], body
+    )
+    return json_response(record.to_wire())
+
+
+async def driver_job(request: web.Request) -> web.Response:
+    """``GET /jobs/<DSID>/job/<JOBID>/``."""
+    record = await request.app[SERVICE].driver_job(
+        principal_of(request), request.match_info["dsid"], request.match_info["job"]
+    )
+    return json_response(record.to_wire())
+
+
+async def latest(request: web.Request) -> web.Response:
+    """``GET /jobs/<DSID>/latest``."""
+    entry = await request.app[SERVICE].latest(principal_of(request), request.match_info["dsid"])
+    return json_response(entry.stream_entry())
+
+
+async def since(request: web.Request) -> web.Response:
+    """``GET /jobs/<DSID>/since/<TIME>``: a page, with ``Link: rel="next"`` when more remain."""
+    dsid = request.match_info["dsid"]
+    raw_time = request.match_info["time"]
+    if not raw_time.isdigit() or len(raw_time) > 18:
+        raise BadRequest("The time in since/<TIME> must be milliseconds since the Unix epoch.")
+    limit = validation.integer(
+        request.query.get("limit"),
+        "limit",
+        default=STREAM_LIMIT_DEFAULT,
+        minimum=1,
+        maximum=STREAM_LIMIT_MAX,
+    )
+    after = validation.integer(
+        request.query.get("after"), "after", default=0, minimum=0, maximum=2**62
+    )
+    page = await request.app[SERVICE].since(
+        principal_of(request), dsid, int(raw_time), after=after, limit=limit
+    )
+    headers = None
+    if page.next_after is not None:
+        url = f"/jobs/{quote(dsid, safe='')}/since/{raw_time}?after={page.next_after}&limit={limit}"
+        headers = {"Link": f'<{url}>; rel="next"'}
+    return json_response([e.stream_entry() for e in page.entries], headers=headers)

@@ -1,0 +1,69 @@
+"""Middlewares: errors to JSON bodies (one table), and token authentication."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from aiohttp.web_urldispatcher import MatchInfoError
+
+from jobqueue_store.auth import extract_token
+from jobqueue_store.errors import StoreError, Unauthorized
+from jobqueue_store.web.keys import AUTHORITY, METRICS, PRINCIPAL
+from jobqueue_store.web.responses import (
+    error_body,
+    error_response,
+    http_error_response,
+    json_response,
+)
+
+log = logging.getLogger("jobqueue_store.web")
+
+OPEN_ROUTES = frozenset({"healthz", "readyz"})
+WEBSOCKET_ROUTES = frozenset({"sub_client", "sub_driver"})
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer every failure with the SPEC error body; count the reply."""
+    try:
+        response = await handler(request)
+    except StoreError as exc:
+        response = error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = http_error_response(exc)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.rel_url.path)
+        response = json_response(
+            error_body(500, "internal", "The store failed to handle this request; it was logged."),
+            500,
+        )
+    name = request.match_info.route.name or "unmatched"
+    request.app[METRICS].count_request(request.method, name, response.status)
+    return response
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Verify the caller's token and the request-dependent caveats before the handler runs."""
+    match = request.match_info
+    name = match.route.name
+    if isinstance(match, MatchInfoError) or name in OPEN_ROUTES:
+        return await handler(request)
+    token = extract_token(request.headers, request.query, allow_query=name in WEBSOCKET_ROUTES)
+    if not token:
+        raise Unauthorized(
+            "This endpoint needs a token: send 'Authorization: Bearer <token>' "
+            "(or 'X-Api-Key: <token>'); mint one with 'jobqueue-store token'."
+        )
+    authority = request.app[AUTHORITY]
+    principal = authority.verify(token)
+    authority.authorize(principal, method=request.method, path=request.path, dsid=match.get("dsid"))
+    request[PRINCIPAL] = principal
+    return await handler(request)

@@ -1,0 +1,59 @@
+"""JSON responses and the one table from exception to error body (SPEC section 1)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from aiohttp import web
+
+from jobqueue_store import codec
+from jobqueue_store.errors import StoreError, TooMany
+
+JSON = "application/json"
+
+
+def json_response(
+    value: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """``value`` encoded with orjson."""
+    response = web.Response(body=codec.dumps(value), status=status, headers=headers)
+    response.content_type = JSON
+    return response
+
+
+def error_body(status: int, code: str, message: str) -> dict[str, str]:
+    """The error object of SPEC section 1."""
+    return {"error": message, "code": code}
+
+
+def error_response(exc: StoreError) -> web.Response:
+    """The JSON error reply for a store error."""
+    headers: dict[str, str] | None = None
+    if isinstance(exc, TooMany):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    return json_response(error_body(exc.status, exc.code, exc.message), exc.status, headers)
+
+
+# aiohttp's own HTTP errors (no route, wrong method, body too large) mapped to SPEC codes.
+HTTP_CODES: dict[int, tuple[str, str]] = {
+    400: ("bad_request", "The request is malformed."),
+    404: ("not_found", "No such endpoint: see SPEC sections 3 and 4 for the paths."),
+    405: ("bad_request", "This method is not allowed on this path."),
+    413: ("too_large", "The request body is larger than the store accepts."),
+    415: ("unsupported_media_type", "The request body must be JSON."),
+}
+
+
+def http_error_response(exc: web.HTTPException) -> web.Response:
+    """A JSON body for an aiohttp HTTP exception, keeping its status."""
+    code, message = HTTP_CODES.get(exc.status, ("bad_request", exc.reason))
+    if exc.status == 405 and isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        message = f"Method {exc.method} is not allowed here; use {allowed}."
+    if exc.status == 413:
+        message = "The request body is larger than the store accepts (default limit 1 MiB)."
+    if exc.status >= 500:
+        code, message = "unavailable", "The store could not answer; retry later."
+    headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+    return json_response(error_body(exc.status, code, message), exc.status, headers or None)
