@@ -1,0 +1,36 @@
+# The two quickstart commands are `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export JOBQUEUE_STORE_TEST_PG ?= postgresql://postgres@127.0.0.1:5432/test
+
+.PHONY: install run test lint typecheck pytest bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,fast]'
+	touch $@
+
+run: install
+	$(BIN)/jobqueue-store serve
+
+lint: install
+	$(BIN)/ruff check jobqueue_store tests bench examples
+	$(BIN)/ruff format --check jobqueue_store tests bench examples
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+bench: install
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
