@@ -146,12 +146,28 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if not settings.root_key:
+        loop.add_signal_handler(signal.SIGHUP, _reload_keys, app, settings)
     print(f"jobqueue-store listening on http://{settings.host}:{settings.port}", flush=True)
     try:
         await stop.wait()
     finally:
         log.info("shutting down")
         await runner.cleanup()
+
+
+def _reload_keys(app: web.Application, settings: Settings) -> None:
+    """SIGHUP: re-read ``root_keys.json`` (after ``key rotate`` / ``key remove``)."""
+    from jobqueue_store.web.keys import AUTHORITY
+
+    authority = app[AUTHORITY]
+    try:
+        authority.keyring.reload(settings.data_dir)
+    except ValueError as exc:
+        log.error("root keys not reloaded: %s", exc)
+        return
+    authority.clear_cache()
+    log.info("root keys reloaded: %s", ", ".join(authority.keyring.key_ids))
 
 
 def _run(coro: object) -> None:

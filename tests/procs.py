@@ -29,7 +29,11 @@ def cli(*args: str, data_dir: Path, env: dict[str, str] | None = None) -> str:
     """Run ``jobqueue-store ARGS`` and return its standard output."""
     out = subprocess.run(
         [*COMMAND, *args, "--data-dir", str(data_dir)],
-        check=True, capture_output=True, text=True, timeout=30, env={**os.environ, **(env or {})},
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **(env or {})},
     )
     return out.stdout.strip()
 
@@ -37,8 +41,14 @@ def cli(*args: str, data_dir: Path, env: dict[str, str] | None = None) -> str:
 class StoreProcess:
     """``jobqueue-store serve`` in a child process."""
 
-    def __init__(self, data_dir: Path, *, database: str = "", port: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        database: str = "",
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.database = database
         self.port = port or free_port()
@@ -52,8 +62,16 @@ class StoreProcess:
 
     async def start(self) -> None:
         """Start and wait for the "listening on" line."""
-        args = [*COMMAND, "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
-                "--log-level", "WARNING"]
+        args = [
+            *COMMAND,
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--log-level",
+            "WARNING",
+        ]
         if self.database:
             args += ["--database", self.database]
         self.proc = await asyncio.create_subprocess_exec(

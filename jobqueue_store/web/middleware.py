@@ -64,6 +64,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         )
     authority = request.app[AUTHORITY]
     principal = authority.verify(token)
-    authority.authorize(principal, method=request.method, path=request.path, dsid=match.get("dsid"))
+    authority.authorize(
+        principal, method=request.method, path=request.raw_path, dsid=match.get("dsid")
+    )
     request[PRINCIPAL] = principal
     return await handler(request)

@@ -24,7 +24,8 @@ async def _submitter(
         i += 1
         try:
             async with session.post(
-                f"{url}/ds1/job/", json={"job": job, "request": {"n": i}},
+                f"{url}/ds1/job/",
+                json={"job": job, "request": {"n": i}},
                 headers={"Authorization": f"Bearer {token}"},
             ) as resp:
                 if resp.status in (200, 201):
@@ -50,13 +51,16 @@ async def test_sigkill_during_concurrent_submits_loses_no_acknowledged_job(
         await store.start()
         auth = {"Authorization": f"Bearer {driver}"}
         async with aiohttp.ClientSession() as session:
-            async with session.put(f"{store.url}/jobs/ds1", json={"description": "d"},
-                                   headers=auth) as resp:
+            async with session.put(
+                f"{store.url}/jobs/ds1", json={"description": "d"}, headers=auth
+            ) as resp:
                 assert resp.status == 200
             acked: set[str] = set()
-            tasks = [asyncio.create_task(_submitter(session, store.url, client, n, acked))
-                     for n in range(SUBMITTERS)]
-            while len(acked) < 300:
+            tasks = [
+                asyncio.create_task(_submitter(session, store.url, client, n, acked))
+                for n in range(SUBMITTERS)
+            ]
+            while len(acked) < 300:  # noqa: ASYNC110 (polling a plain set is the point)
                 await asyncio.sleep(0.01)
             await store.kill()
             await asyncio.wait_for(asyncio.gather(*tasks), 30)
@@ -82,8 +86,9 @@ async def test_sigkill_during_concurrent_submits_loses_no_acknowledged_job(
                 seqs = [e["seq"] for e in entries]
                 assert seqs == sorted(set(seqs))  # type: ignore[type-var]
                 for job in sorted(acked)[:50]:
-                    async with session.get(f"{restarted.url}/jobs/ds1/job/{job}",
-                                           headers=auth) as resp:
+                    async with session.get(
+                        f"{restarted.url}/jobs/ds1/job/{job}", headers=auth
+                    ) as resp:
                         assert resp.status == 200
         finally:
             await restarted.stop()
