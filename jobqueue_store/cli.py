@@ -129,7 +129,12 @@ async def serve(
     if migrate_only:
         from jobqueue_store.web.keys import STORE
 
-        version = await app[STORE].migrate()
+        store = app[STORE]
+        await store.open()  # opening runs the migrations
+        try:
+            version = await store.migrate()
+        finally:
+            await store.close()
         print(f"schema version {version}", flush=True)
         return
     runner = web.AppRunner(
