@@ -15,8 +15,16 @@ from jobqueue_store.quota import Quotas
 from jobqueue_store.service import JobService
 from jobqueue_store.storage import open_store
 from jobqueue_store.storage.base import Store
-from jobqueue_store.web import handlers
-from jobqueue_store.web.keys import AUTHORITY, HUB, METRICS, SERVICE, SETTINGS, STORE
+from jobqueue_store.web import handlers, ws
+from jobqueue_store.web.keys import (
+    AUTHORITY,
+    HUB,
+    METRICS,
+    SERVICE,
+    SETTINGS,
+    STORE,
+    SUBSCRIBERS,
+)
 from jobqueue_store.web.middleware import auth_middleware, error_middleware
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -35,7 +43,7 @@ def _route(app: web.Application, method: str, path: str, handler: Handler, name:
 
 
 def add_routes(app: web.Application) -> None:
-    """Every endpoint of SPEC sections 3, 4 and 6 but the websockets."""
+    """Every endpoint of SPEC sections 3, 4 and 6, the websockets included."""
     _route(app, "GET", "/healthz", handlers.healthz, "healthz")
     _route(app, "GET", "/metrics", handlers.metrics, "metrics")
     _route(app, "GET", "/cat", handlers.catalogue, "catalogue")
@@ -49,6 +57,8 @@ def add_routes(app: web.Application) -> None:
     _route(app, "GET", "/{dsid}/job/{job}", handlers.job_status, "job_status")
     _route(app, "DELETE", "/{dsid}/job/{job}", handlers.cancel, "delete_job")
     _route(app, "POST", "/{dsid}/job/{job}/cancel", handlers.cancel, "cancel")
+    _route(app, "GET", "/sub/{dsid}/job", ws.client_subscription, "sub_client")
+    _route(app, "GET", "/sub/{dsid}/jobs", ws.driver_subscription, "sub_driver")
 
 
 def create_app(
@@ -77,6 +87,8 @@ def create_app(
     app[AUTHORITY] = the_authority
     app[METRICS] = metrics
     app[SERVICE] = service
+    subscribers = ws.Subscribers(settings.limits)
+    app[SUBSCRIBERS] = subscribers
     metrics.gauge(
         "jobqueue_log_seq", "The largest seq published by this process.", lambda: hub.last_seq
     )
@@ -85,11 +97,19 @@ def create_app(
         "Open hub subscriptions in this process.",
         lambda: hub.subscriber_count,
     )
+    metrics.gauge(
+        "jobqueue_websockets",
+        "Open subscription websockets in this process.",
+        lambda: len(subscribers),
+    )
     add_routes(app)
 
     async def open_store_on_startup(app: web.Application) -> None:
         the_store.set_listener(hub.publish)
         await the_store.open()
+
+    async def close_websockets_on_shutdown(app: web.Application) -> None:
+        await subscribers.close_all()
 
     async def stop_waits_on_shutdown(app: web.Application) -> None:
         service.stop_waiting()
@@ -98,6 +118,7 @@ def create_app(
         await the_store.close()
 
     app.on_startup.append(open_store_on_startup)
+    app.on_shutdown.append(close_websockets_on_shutdown)
     app.on_shutdown.append(stop_waits_on_shutdown)
     app.on_cleanup.append(close_store_on_cleanup)
     return app
