@@ -45,7 +45,9 @@ def _route(app: web.Application, method: str, path: str, handler: Handler, name:
 def add_routes(app: web.Application) -> None:
     """Every endpoint of SPEC sections 3, 4 and 6, the websockets included."""
     _route(app, "GET", "/healthz", handlers.healthz, "healthz")
+    _route(app, "GET", "/readyz", handlers.readyz, "readyz")
     _route(app, "GET", "/metrics", handlers.metrics, "metrics")
+    _route(app, "GET", "/openapi.json", handlers.openapi_document, "openapi")
     _route(app, "GET", "/cat", handlers.catalogue, "catalogue")
     _route(app, "PUT", "/jobs/{dsid}", handlers.put_datasource, "put_datasource")
     _route(app, "GET", "/jobs/{dsid}/latest", handlers.latest, "latest")

@@ -7,11 +7,11 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from jobqueue_store import codec, validation
+from jobqueue_store import codec, openapi, validation
 from jobqueue_store.errors import BadRequest, Forbidden, TooLarge, UnsupportedMediaType
 from jobqueue_store.models import Role
 from jobqueue_store.service import Waited
-from jobqueue_store.web.keys import METRICS, SERVICE, SETTINGS, principal_of
+from jobqueue_store.web.keys import METRICS, SERVICE, SETTINGS, STORE, principal_of
 from jobqueue_store.web.responses import json_response
 
 STREAM_LIMIT_DEFAULT = 1000
@@ -52,6 +52,17 @@ def _waited_response(waited: Waited, waiting: bool) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     """``GET /healthz``: the process is up."""
     return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """``GET /readyz``: the database answers (503 otherwise); no token needed."""
+    await request.app[STORE].ping()
+    return json_response({"status": "ok"})
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    """``GET /openapi.json``: the OpenAPI 3.1 document of the HTTP interface."""
+    return web.Response(body=openapi.document_bytes(), content_type="application/json")
 
 
 async def metrics(request: web.Request) -> web.Response:

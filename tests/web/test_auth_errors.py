@@ -118,3 +118,15 @@ async def test_unknown_route_and_method_give_json_errors(api: Api) -> None:
     assert err["code"] == "not_found"
     err = await api.call("PATCH", "/ds1/job/", tok, expect=405)
     assert err["code"] == "bad_request"
+
+
+async def test_readyz_is_open_and_openapi_needs_a_token(api: Api) -> None:
+    assert await api.call("GET", "/readyz", None, expect=200, schema="health") == {"status": "ok"}
+    await api.call("GET", "/openapi.json", None, expect=401)
+    doc = await api.call("GET", "/openapi.json", api.token(), expect=200)
+    assert doc["openapi"] == "3.1.0"
+    assert {"/{dsid}/job/", "/jobs/{dsid}/since/{time}", "/readyz"} <= set(doc["paths"])
+    from jsonschema import Draft202012Validator
+
+    for schema in doc["components"]["schemas"].values():
+        Draft202012Validator.check_schema(schema)
