@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from jobqueue_store import __version__
+from jobqueue_store import __version__, cli_verbs
 from jobqueue_store.config import DEFAULT_NAME, Limits, Settings
 
 ENV_PREFIX = "JOBQUEUE_STORE_"
@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("action", choices=["list", "rotate", "remove"])
     key.add_argument("key_id", nargs="?", help="the key to remove")
     add_option(key, "data-dir", "./data", "data directory")
+    cli_verbs.register(commands)
     return parser
 
 
@@ -242,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_token(args)
         if args.command == "key":
             return cmd_key(args)
+        return cli_verbs.run(args)
     except ValueError as exc:
         print(f"jobqueue-store: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,418 @@
+"""The client and driver verbs of ``jobqueue-store``, beside ``serve``, ``token`` and ``key``.
+
+    datasource put DSID [--description TEXT] [--schema JSON|@FILE]   declare a datasource (driver)
+    datasource list                                                   the datasources you may use
+    submit DSID REQUEST [--job ID] [--wait [SECONDS]]                 submit a job (client)
+    status DSID JOB [--wait [SECONDS]]                                a job's status record
+    cancel DSID JOB                                                   ask for a job to be cancelled
+    jobs DSID [--status S] [--limit N]                                your jobs, newest first
+    watch DSID [JOB] [--after SEQ]                                    follow live (progress bar)
+    run-driver MODULE:ATTR [--dsid DSID] [--state-file PATH]          run a Driver object
+
+``REQUEST`` and ``--schema`` are JSON text, ``@path`` to read a file, or ``-`` for standard input.
+Every verb takes ``--url`` and ``--token`` (defaults: ``JOBQUEUE_STORE_URL``, else
+``http://127.0.0.1:8080``, and ``JOBQUEUE_STORE_TOKEN``) and ``--json`` for output meant for
+scripts: one JSON document (``watch``: one notification per line).
+
+Exit status: 0 done (a waited or watched job ended ``complete``); 1 the store refused the request
+or could not be reached (the store's sentence and code on standard error); 2 bad usage; 3 the job
+ended in another terminal status; 4 the wait ended before the job did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import inspect
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TextIO
+
+from jobqueue_store import codec
+from jobqueue_store.client import DriverClient, JobClient, Notification
+from jobqueue_store.errors import StoreError
+from jobqueue_store.models import JobRecord, Status
+
+__all__ = ["VERBS", "register", "run"]
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+VERBS = frozenset({"datasource", "submit", "status", "cancel", "jobs", "watch", "run-driver"})
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_COMPLETE = 3
+EXIT_NOT_DONE = 4
+
+BAR_WIDTH = 24
+
+
+class UsageError(Exception):
+    """The command line does not make sense (exit status 2)."""
+
+
+# parser -----------------------------------------------------------------------------------------
+def _connection_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # Defaults resolved in run(): run-driver keeps a Driver's own URL and token when none given.
+    common.add_argument(
+        "--url",
+        default=None,
+        help=f"store URL (env JOBQUEUE_STORE_URL; default {DEFAULT_URL})",
+    )
+    common.add_argument(
+        "--token", default=None, help="the token to send (env JOBQUEUE_STORE_TOKEN)"
+    )
+    common.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        help="retries of a request on network errors, 503 and 429 (default 5)",
+    )
+    common.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    return common
+
+
+def _wait_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--wait",
+        nargs="?",
+        type=float,
+        const=-1.0,
+        default=None,
+        metavar="SECONDS",
+        help=f"wait until the job ends (at most SECONDS; no value: as long as it takes) {what}",
+    )
+
+
+def register(commands: Any) -> None:
+    """Add the verbs to ``commands``, the ``add_subparsers()`` object of ``jobqueue-store``."""
+    common = _connection_options()
+
+    datasource = commands.add_parser("datasource", help="declare or list datasources")
+    actions = datasource.add_subparsers(dest="ds_action", required=True)
+    put = actions.add_parser("put", parents=[common], help="declare or update a datasource")
+    put.add_argument("dsid")
+    put.add_argument("--description", default="", help="what the datasource does")
+    put.add_argument("--schema", default=None, help="request JSON Schema: JSON, @file or -")
+    actions.add_parser("list", parents=[common], help="the datasources this token may use")
+
+    submit = commands.add_parser("submit", parents=[common], help="submit a job")
+    submit.add_argument("dsid")
+    submit.add_argument("request", help="the job's request: JSON, @file or - (standard input)")
+    submit.add_argument("--job", default=None, help="the job id (default: a new GUID)")
+    _wait_option(submit, "before printing its record")
+
+    status = commands.add_parser("status", parents=[common], help="print a job's status record")
+    status.add_argument("dsid")
+    status.add_argument("job")
+    _wait_option(status, "first")
+
+    cancel = commands.add_parser("cancel", parents=[common], help="ask for a job's cancellation")
+    cancel.add_argument("dsid")
+    cancel.add_argument("job")
+
+    jobs = commands.add_parser("jobs", parents=[common], help="list your jobs, newest first")
+    jobs.add_argument("dsid")
+    jobs.add_argument("--status", default=None, choices=[s.value for s in Status])
+    jobs.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+
+    watch = commands.add_parser(
+        "watch", parents=[common], help="follow a job (until it ends) or a whole datasource"
+    )
+    watch.add_argument("dsid")
+    watch.add_argument("job", nargs="?", default=None)
+    watch.add_argument(
+        "--after", type=int, default=None, help="first replay notifications after this seq"
+    )
+
+    run_driver = commands.add_parser(
+        "run-driver", parents=[common], help="run a Driver object: MODULE:ATTR"
+    )
+    run_driver.add_argument(
+        "target", help="module (dotted name or .py file) and the Driver's name, 'module:driver'"
+    )
+    run_driver.add_argument("--dsid", default=os.environ.get("JOBQUEUE_STORE_DSID"))
+    run_driver.add_argument("--state-file", default=None, help="where the resume mark is kept")
+    run_driver.add_argument("--concurrency", type=int, default=None)
+    run_driver.add_argument("--log-level", default="INFO")
+
+
+# dispatch ---------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    """Run the verb parsed into ``args``; returns the exit status."""
+    try:
+        if args.command == "run-driver":
+            return _run_driver(args)
+        args.url = args.url or os.environ.get("JOBQUEUE_STORE_URL") or DEFAULT_URL
+        args.token = args.token or os.environ.get("JOBQUEUE_STORE_TOKEN")
+        if not args.token:
+            raise UsageError("a token is needed: pass --token or set JOBQUEUE_STORE_TOKEN")
+        verb = VERB_FUNCTIONS.get(args.command)
+        if verb is None:
+            raise UsageError(f"unknown command {args.command!r}")
+        with contextlib.suppress(KeyboardInterrupt):
+            return asyncio.run(verb(args))
+        return EXIT_OK
+    except UsageError as exc:
+        print(f"jobqueue-store {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreError as exc:
+        print(f"jobqueue-store {args.command}: {exc.message} ({exc.code})", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _read_json(value: str, what: str) -> Any:
+    if value == "-":
+        text = sys.stdin.read()
+    elif value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text()
+        except OSError as exc:
+            raise UsageError(f"cannot read {what} from {value[1:]}: {exc.strerror}") from None
+    else:
+        text = value
+    try:
+        return codec.loads(text)
+    except codec.JSONDecodeError as exc:
+        raise UsageError(f"{what} is not valid JSON: {exc}") from None
+
+
+def _print_json(value: Any, out: TextIO | None = None) -> None:
+    print(codec.dumps_str(value), file=out or sys.stdout, flush=True)
+
+
+def _describe(record: JobRecord) -> str:
+    line = f"{record.job}  {record.status.value}"
+    if record.cancel_requested and not record.terminal:
+        line += " (cancel requested)"
+    if record.progress is not None and not record.terminal:
+        line += f"  {_bar(record.progress)}"
+    if record.error:
+        line += f"\n  error: {record.error}"
+    if record.has_response:
+        line += f"\n  response: {codec.dumps_str(record.response)}"
+    return line
+
+
+def _bar(progress: float) -> str:
+    filled = round(progress * BAR_WIDTH)
+    return f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {progress * 100:3.0f}%"
+
+
+def _show(args: argparse.Namespace, record: JobRecord) -> None:
+    if args.json:
+        _print_json(record.to_wire())
+    else:
+        print(_describe(record), flush=True)
+
+
+def _outcome(record: JobRecord) -> int:
+    if not record.terminal:
+        return EXIT_NOT_DONE
+    return EXIT_OK if record.status is Status.COMPLETE else EXIT_NOT_COMPLETE
+
+
+async def _wait(client: JobClient, args: argparse.Namespace, dsid: str, job: str) -> JobRecord:
+    timeout = None if args.wait < 0 else args.wait
+    return await client.wait(dsid, job, timeout)
+
+
+# verbs ------------------------------------------------------------------------------------------
+async def _datasource(args: argparse.Namespace) -> int:
+    async with DriverClient(args.url, args.token, retries=args.retries) as client:
+        if args.ds_action == "list":
+            datasources = await client.catalogue()
+            if args.json:
+                _print_json({"datasources": datasources})
+            for ds in [] if args.json else datasources:
+                print(f"{ds['datasource_id']}  {ds.get('description', '')}")
+            return EXIT_OK
+        schema = _read_json(args.schema, "--schema") if args.schema is not None else None
+        stored = await client.put_datasource(args.dsid, args.description, schema)
+        if args.json:
+            _print_json(stored)
+        else:
+            print(f"datasource {stored['datasource_id']} declared")
+        return EXIT_OK
+
+
+async def _submit(args: argparse.Namespace) -> int:
+    request = _read_json(args.request, "the request")
+    async with JobClient(args.url, args.token, retries=args.retries) as client:
+        record = await client.submit(args.dsid, request, args.job)
+        if args.wait is not None:
+            record = await _wait(client, args, args.dsid, record.job)
+            _show(args, record)
+            return _outcome(record)
+        _show(args, record)
+        return EXIT_OK
+
+
+async def _status(args: argparse.Namespace) -> int:
+    async with JobClient(args.url, args.token, retries=args.retries) as client:
+        if args.wait is not None:
+            record = await _wait(client, args, args.dsid, args.job)
+            _show(args, record)
+            return _outcome(record)
+        _show(args, await client.status(args.dsid, args.job))
+        return EXIT_OK
+
+
+async def _cancel(args: argparse.Namespace) -> int:
+    async with JobClient(args.url, args.token, retries=args.retries) as client:
+        _show(args, await client.cancel(args.dsid, args.job))
+        return EXIT_OK
+
+
+async def _jobs(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    async with JobClient(args.url, args.token, retries=args.retries) as client:
+        records: list[JobRecord] = []
+        page_size = min(args.limit, 1000)
+        async for record in client.jobs(args.dsid, status=args.status, page_size=page_size):
+            records.append(record)
+            if len(records) >= args.limit:
+                break
+    if args.json:
+        _print_json({"jobs": [r.to_wire() for r in records]})
+        return EXIT_OK
+    for r in records:
+        progress = f"  {_bar(r.progress)}" if r.progress is not None and not r.terminal else ""
+        print(f"{r.job}  {r.status.value}{progress}")
+    if not records:
+        print("no jobs", file=sys.stderr)
+    return EXIT_OK
+
+
+class _Watcher:
+    """Prints notifications: lines, or one redrawn progress line per job on a terminal."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.json = args.json
+        self.tty = sys.stdout.isatty() and not args.json
+        self._open_line = False
+
+    def show(self, seq: int | None, record: JobRecord, wire: dict[str, Any] | None) -> None:
+        if self.json:
+            _print_json(wire if wire is not None else record.to_wire())
+            return
+        redraw = self.tty and record.progress is not None and not record.terminal
+        text = _describe(record) if seq is None else f"#{seq}  {_describe(record)}"
+        if self._open_line:
+            sys.stdout.write("\r\x1b[K")
+        if redraw:
+            sys.stdout.write(text)
+            self._open_line = True
+        else:
+            sys.stdout.write(text + "\n")
+            self._open_line = False
+        sys.stdout.flush()
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    watcher = _Watcher(args)
+    async with JobClient(args.url, args.token, retries=args.retries) as client:
+        sub = client.subscribe(args.dsid, after=args.after)
+        async with sub:
+            version = 0
+            if args.job is not None:
+                # Subscribed first, then read: no change can fall between the two.
+                record = await client.status(args.dsid, args.job)
+                version = record.version
+                watcher.show(None, record, None)
+                if record.terminal:
+                    return _outcome(record)
+            note: Notification
+            async for note in sub:
+                if args.job is not None:
+                    if note.job != args.job or note.record.version <= version:
+                        continue
+                    version = note.record.version
+                watcher.show(note.seq, note.record, note.to_wire())
+                if args.job is not None and note.record.terminal:
+                    return _outcome(note.record)
+    return EXIT_OK
+
+
+def load_driver(target: str) -> Any:
+    """The object named by ``MODULE:ATTR`` (``MODULE`` a dotted name or a ``.py`` path)."""
+    module_name, sep, attr = target.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"{target!r} is not MODULE:ATTR (e.g. examples/shell_driver.py:driver)")
+    if module_name.endswith(".py") or os.sep in module_name:
+        path = Path(module_name)
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None or not path.is_file():
+            raise UsageError(f"cannot load {module_name}: no such Python file")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+    else:
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise UsageError(f"cannot import {module_name}: {exc}") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise UsageError(f"{module_name} has no attribute {attr!r}") from None
+
+
+def _takes_no_arguments(fn: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return all(
+        p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params
+    )
+
+
+def _run_driver(args: argparse.Namespace) -> int:
+    from jobqueue_store.driver import Driver
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    found = load_driver(args.target)
+    driver = found
+    if not isinstance(found, Driver) and callable(found) and _takes_no_arguments(found):
+        driver = found()  # a factory
+    if not isinstance(driver, Driver):
+        raise UsageError(f"{args.target} is not a jobqueue_store.driver.Driver")
+    driver.configure(
+        url=args.url or os.environ.get("JOBQUEUE_STORE_URL") or driver.url or DEFAULT_URL,
+        token=args.token or os.environ.get("JOBQUEUE_STORE_TOKEN"),
+        dsid=args.dsid,
+        state_file=args.state_file,
+        concurrency=args.concurrency,
+    )
+    if not driver.token:
+        raise UsageError("a driver token is needed: pass --token or set JOBQUEUE_STORE_TOKEN")
+    if not driver.dsid:
+        raise UsageError("name the datasource: pass --dsid or set JOBQUEUE_STORE_DSID")
+    try:
+        driver.run_forever()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
+VERB_FUNCTIONS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "datasource": _datasource,
+    "submit": _submit,
+    "status": _status,
+    "cancel": _cancel,
+    "jobs": _jobs,
+    "watch": _watch,
+}

@@ -1,0 +1,724 @@
+"""The Python client of the store: :class:`JobClient` for apps, :class:`DriverClient` for drivers.
+
+Every call retries transient failures (network errors, ``503``, ``429`` after ``Retry-After``)
+with exponential backoff and jitter. That is safe because every operation of the store is
+idempotent: a submit with the same job id and request, a cancel, a repeated status update.
+Errors the store reports become the exception classes of :mod:`jobqueue_store.errors`, carrying
+the store's ``code`` and sentence; a store that cannot be reached raises :class:`ConnectionFailed`.
+
+Subscriptions (:meth:`JobClient.subscribe`, :meth:`DriverClient.stream`) are async iterators that
+reconnect by themselves with ``?after=<last seq seen>`` and drop anything already yielded, so a
+consumer sees each notification once, in ``seq`` order, across store restarts.
+
+:class:`SyncJobClient` wraps :class:`JobClient` for scripts that do not run an event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+
+from jobqueue_store import codec
+from jobqueue_store.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    StoreError,
+    TooLarge,
+    TooMany,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from jobqueue_store.models import JobPage, JobRecord
+
+__all__ = [
+    "ConnectionFailed",
+    "DriverClient",
+    "JobClient",
+    "Notification",
+    "StreamEntry",
+    "Subscription",
+    "SyncJobClient",
+    "error_from_reply",
+    "new_job_id",
+]
+
+log = logging.getLogger("jobqueue_store.client")
+
+MAX_WAIT = 60.0
+"""The longest ``?wait=`` the store accepts by default (SPEC 3); :meth:`JobClient.wait` loops."""
+
+ERRORS_BY_CODE: dict[str, type[StoreError]] = {
+    cls.code: cls
+    for cls in (
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        TooLarge,
+        UnsupportedMediaType,
+        TooMany,
+        Unavailable,
+    )
+}
+ERRORS_BY_STATUS: dict[int, type[StoreError]] = {cls.status: cls for cls in ERRORS_BY_CODE.values()}
+
+# Websocket close codes of the store (SPEC 3/4 and the websocket layer).
+CLOSE_TOKEN_EXPIRED = 4001
+CLOSE_SLOW_CONSUMER = 4008
+
+
+class ConnectionFailed(Unavailable):
+    """The store could not be reached: check the URL and that the store is running.
+
+    A kind of :class:`~jobqueue_store.errors.Unavailable` (retry later) raised by this client, not
+    by the store: ``status`` is 0 as no HTTP reply came, ``code`` is ``connection_failed``.
+    """
+
+    status = 0
+    code = "connection_failed"
+
+
+def new_job_id() -> str:
+    """A fresh job id (a GUID), valid for SPEC 3."""
+    return str(uuid.uuid4())
+
+
+def error_from_reply(status: int, body: bytes, retry_after: str | None = None) -> StoreError:
+    """The exception for an error reply: the class of its ``code``, with the store's sentence."""
+    message = f"The store answered HTTP {status}."
+    code: str | None = None
+    try:
+        decoded = codec.loads(body) if body else None
+    except codec.JSONDecodeError:
+        decoded = None
+    if isinstance(decoded, dict):
+        if isinstance(decoded.get("error"), str):
+            message = decoded["error"]
+        if isinstance(decoded.get("code"), str):
+            code = decoded["code"]
+    cls = ERRORS_BY_CODE.get(code or "") or ERRORS_BY_STATUS.get(status, StoreError)
+    exc: StoreError
+    if cls is TooMany:
+        try:
+            delay = float(retry_after) if retry_after else 1.0
+        except ValueError:
+            delay = 1.0
+        exc = TooMany(message, retry_after=delay)
+    else:
+        exc = cls(message)
+    # Keep what the store said even for codes this client does not know.
+    if code is not None and code != exc.code:
+        exc.code = code
+    exc.status = status
+    return exc
+
+
+def _retryable(exc: StoreError) -> bool:
+    return isinstance(exc, Unavailable | TooMany)  # ConnectionFailed included
+
+
+def backoff_delay(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter: a random delay in [d/2, d], d = min(cap, base * 2^n)."""
+    delay = min(cap, base * (2 ** min(attempt, 30)))
+    return random.uniform(delay / 2, delay)
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A client notification (SPEC 3): the status record of one of the caller's jobs."""
+
+    seq: int
+    datasource_id: str
+    job: str
+    client: str
+    record: JobRecord
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Notification:
+        """Parse a notification frame."""
+        return cls(
+            seq=int(data["seq"]),
+            datasource_id=data["datasource_id"],
+            job=data["job"],
+            client=data["client"],
+            record=JobRecord.from_wire(data["data"]),
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The notification as the store sent it."""
+        return {
+            "datasource_id": self.datasource_id,
+            "type": "status",
+            "job": self.job,
+            "client": self.client,
+            "seq": self.seq,
+            "data": self.record.to_wire(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    """A request-stream entry (SPEC 4): a new job (``request``) or a cancel request."""
+
+    seq: int
+    datasource_id: str
+    type: Literal["request", "cancel"]
+    job: str
+    client: str
+    timestamp: int
+    data: dict[str, Any]
+
+    @property
+    def request(self) -> Any:
+        """The job's ``request`` (``None`` for a cancel entry)."""
+        return self.data.get("request")
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> StreamEntry:
+        """Parse an entry from the stream or from ``since``/``latest``."""
+        kind = data["type"]
+        if kind not in ("request", "cancel"):
+            raise ValueError(f"unknown request-stream entry type {kind!r}")
+        return cls(
+            seq=int(data["seq"]),
+            datasource_id=data["datasource_id"],
+            type=kind,
+            job=data["job"],
+            client=data["client"],
+            timestamp=int(data["timestamp"]),
+            data=data.get("data") or {},
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The entry as the store sent it."""
+        return {
+            "datasource_id": self.datasource_id,
+            "type": self.type,
+            "job": self.job,
+            "client": self.client,
+            "seq": self.seq,
+            "timestamp": self.timestamp,
+            "data": self.data,
+        }
+
+
+def _path(*parts: str) -> str:
+    return "/" + "/".join(quote(p, safe="") for p in parts)
+
+
+class _Http:
+    """An aiohttp session to one store with one token, retries and typed errors."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 30.0,
+        retries: int = 5,
+        backoff: float = 0.2,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._session = session
+        self._own_session = session is None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The HTTP session (created on first use)."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+            self._own_session = True
+        return self._session
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The authentication header."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+    async def close(self) -> None:
+        """Close the session if this client created it."""
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self: _Self) -> _Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: dict[str, str] | None = None,
+        wait: float = 0.0,
+        expect_json: bool = True,
+    ) -> tuple[int, Any, Mapping[str, str]]:
+        """One call, retried on transient failures: ``(status, decoded body, headers)``."""
+        attempt = 0
+        while True:
+            try:
+                return await self._once(method, path, body, params, wait, expect_json)
+            except StoreError as exc:
+                if not _retryable(exc) or attempt >= self.retries:
+                    raise
+                delay = backoff_delay(attempt, self.backoff, self.max_backoff)
+                if isinstance(exc, TooMany):
+                    delay = max(delay, exc.retry_after)
+                log.debug("%s %s: %s; retrying in %.2fs", method, path, exc.code, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        params: dict[str, str] | None,
+        wait: float,
+        expect_json: bool,
+    ) -> tuple[int, Any, Mapping[str, str]]:
+        headers = self.headers
+        data: bytes | None = None
+        if body is not None:
+            data = codec.dumps(body)
+            headers["Content-Type"] = "application/json"
+        timeout = aiohttp.ClientTimeout(total=self.timeout + wait)
+        try:
+            async with self.session.request(
+                method, self.url + path, data=data, headers=headers, params=params, timeout=timeout
+            ) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise error_from_reply(resp.status, raw, resp.headers.get("Retry-After"))
+                decoded = codec.loads(raw) if expect_json and raw else raw
+                return resp.status, decoded, resp.headers
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise ConnectionFailed(
+                f"Could not reach the store at {self.url}: {exc or type(exc).__name__}."
+            ) from exc
+        except aiohttp.ClientResponseError as exc:
+            raise ConnectionFailed(f"Bad reply from the store at {self.url}: {exc}.") from exc
+
+    def subscription(
+        self,
+        path: str,
+        parse: Callable[[dict[str, Any]], T],
+        seq_of: Callable[[T], int],
+        after: int | None,
+    ) -> Subscription[T]:
+        """A reconnecting websocket subscription to ``path``."""
+        return Subscription(self, path, parse, seq_of, after)
+
+
+_Self = TypeVar("_Self", bound=_Http)
+T = TypeVar("T")
+
+
+class Subscription(Generic[T]):
+    """An async iterator over a websocket stream that resumes with ``?after=`` by itself.
+
+    It connects on first use (or :meth:`open`), reconnects after any drop with backoff and
+    jitter, and never yields an item whose ``seq`` is not larger than the last one yielded.
+    ``last_seq`` is the ``seq`` of the last item yielded (or the ``after`` given). With
+    ``after=None`` the stream starts live; once one item is seen, every reconnect replays.
+    An expired or refused token (close 4001, handshake 401/403/404) ends it with the error.
+    """
+
+    def __init__(
+        self,
+        http: _Http,
+        path: str,
+        parse: Callable[[dict[str, Any]], T],
+        seq_of: Callable[[T], int],
+        after: int | None,
+        *,
+        heartbeat: float = 20.0,
+    ) -> None:
+        self._http = http
+        self._path = path
+        self._parse = parse
+        self._seq_of = seq_of
+        self.last_seq = after
+        self.reconnects = 0
+        """How many times the connection dropped and the subscription resumed."""
+        self._heartbeat = heartbeat
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> Subscription[T]:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __aiter__(self) -> Subscription[T]:
+        return self
+
+    async def open(self) -> None:
+        """Connect now (iteration connects by itself); returns once the handshake is done."""
+        if self._ws is None and not self._closed:
+            await self._connect()
+
+    async def close(self) -> None:
+        """Stop: close the websocket; iteration ends."""
+        self._closed = True
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            await ws.close()
+
+    async def __anext__(self) -> T:
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            if self._ws is None:
+                await self._connect()
+                continue
+            ws = self._ws
+            try:
+                msg = await ws.receive()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.info("subscription %s dropped: %s", self._path, exc)
+                await self._drop()
+                continue
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                item = self._parse(codec.loads(msg.data))
+                seq = self._seq_of(item)
+                if self.last_seq is not None and seq <= self.last_seq:
+                    continue
+                self.last_seq = seq
+                return item
+            if msg.type in (aiohttp.WSMsgType.PING, aiohttp.WSMsgType.PONG):
+                continue
+            if msg.type is aiohttp.WSMsgType.BINARY:
+                continue
+            code = ws.close_code
+            if msg.type is aiohttp.WSMsgType.CLOSE:
+                code = int(msg.data)
+            await self._drop()
+            if code == CLOSE_TOKEN_EXPIRED:
+                self._closed = True
+                raise Unauthorized(
+                    f"The store closed the subscription: the token expired ({msg.extra or code})."
+                )
+            log.info("subscription %s closed (code %s); resuming", self._path, code)
+
+    async def _drop(self) -> None:
+        self.reconnects += 1
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    async def _connect(self) -> None:
+        attempt = 0
+        while not self._closed:
+            params = {} if self.last_seq is None else {"after": str(self.last_seq)}
+            try:
+                self._ws = await self._http.session.ws_connect(
+                    self._http.url + self._path,
+                    headers=self._http.headers,
+                    params=params,
+                    heartbeat=self._heartbeat,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+                )
+                if self.reconnects:
+                    log.info("subscription %s resumed after seq %s", self._path, self.last_seq)
+                return
+            except aiohttp.WSServerHandshakeError as exc:
+                cls = ERRORS_BY_STATUS.get(exc.status, StoreError)
+                if cls in (BadRequest, Unauthorized, Forbidden, NotFound):
+                    self._closed = True
+                    raise cls(
+                        f"The store refused the subscription to {self._path}: "
+                        f"HTTP {exc.status} {exc.message}."
+                    ) from exc
+                reason: object = exc
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                reason = exc
+            delay = backoff_delay(attempt, self._http.backoff, self._http.max_backoff)
+            log.info("subscription %s: %s; reconnecting in %.2fs", self._path, reason, delay)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+
+class JobClient(_Http):
+    """An app's asynchronous client of the store (SPEC 3).
+
+    ``url`` is the store's base URL (``http://127.0.0.1:8080``), ``token`` a client (or admin)
+    token. Use it as an async context manager, or call :meth:`close` when done.
+    """
+
+    async def submit(
+        self,
+        dsid: str,
+        request: Any,
+        job: str | None = None,
+        *,
+        wait: float | None = None,
+    ) -> JobRecord:
+        """Submit a job (a GUID is generated when ``job`` is None) and return its record.
+
+        Retried safely on transient failures: the store answers a repeat with the same record.
+        With ``wait`` (0 < s <= 60), the store replies once the job is terminal or the wait ends.
+        """
+        job_id = job or new_job_id()
+        params = {"wait": f"{wait:g}"} if wait else None
+        _, body, _ = await self.request(
+            "POST",
+            _path(dsid, "job", ""),
+            {"job": job_id, "request": request},
+            params=params,
+            wait=wait or 0.0,
+        )
+        return JobRecord.from_wire(body)
+
+    async def status(self, dsid: str, job: str, *, wait: float | None = None) -> JobRecord:
+        """The job's status record; with ``wait`` (<= 60 s), long-polls until it is terminal."""
+        params = {"wait": f"{wait:g}"} if wait else None
+        _, body, _ = await self.request(
+            "GET", _path(dsid, "job", job, ""), params=params, wait=wait or 0.0
+        )
+        return JobRecord.from_wire(body)
+
+    async def wait(
+        self, dsid: str, job: str, timeout: float | None = None, *, max_wait: float = MAX_WAIT
+    ) -> JobRecord:
+        """Wait until the job is terminal (or ``timeout`` seconds pass) and return its record.
+
+        Uses ``?wait=`` long polls of at most ``max_wait`` seconds each, looping past them.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            chunk = max_wait
+            if deadline is not None:
+                chunk = min(chunk, deadline - loop.time())
+                if chunk <= 0:
+                    return await self.status(dsid, job)
+            record = await self.status(dsid, job, wait=max(chunk, 0.001))
+            if record.terminal:
+                return record
+            if deadline is not None and loop.time() >= deadline:
+                return record
+
+    async def cancel(self, dsid: str, job: str) -> JobRecord:
+        """Ask for the job to be cancelled; returns the last known record at once."""
+        _, body, _ = await self.request("POST", _path(dsid, "job", job, "cancel"))
+        return JobRecord.from_wire(body)
+
+    async def jobs_page(
+        self,
+        dsid: str,
+        *,
+        status: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """One page of the caller's jobs, newest first."""
+        params = {"limit": str(limit)}
+        if status:
+            params["status"] = status
+        if cursor:
+            params["cursor"] = cursor
+        _, body, _ = await self.request("GET", _path(dsid, "job", ""), params=params)
+        return JobPage([JobRecord.from_wire(j) for j in body["jobs"]], body.get("next"))
+
+    async def jobs(
+        self, dsid: str, *, status: str | None = None, page_size: int = 100
+    ) -> AsyncIterator[JobRecord]:
+        """Every job of the caller on ``dsid``, newest first, fetching page after page."""
+        cursor: str | None = None
+        while True:
+            page = await self.jobs_page(dsid, status=status, limit=page_size, cursor=cursor)
+            for record in page.jobs:
+                yield record
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def subscribe(self, dsid: str, *, after: int | None = None) -> Subscription[Notification]:
+        """Notifications of the caller's jobs on ``dsid`` (``GET /sub/<DSID>/job``).
+
+        An async iterator (and async context manager) that reconnects with ``after=`` by itself
+        and never yields a duplicate. ``after`` replays notifications with a larger ``seq`` first.
+        """
+        return self.subscription(
+            _path("sub", dsid, "job"), Notification.from_wire, lambda n: n.seq, after
+        )
+
+
+class DriverClient(_Http):
+    """A driver's asynchronous client of the store (SPEC 4); see :mod:`jobqueue_store.driver`."""
+
+    async def put_datasource(
+        self, dsid: str, description: str = "", request_schema: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Declare or update the datasource; returns it as the store stored it."""
+        body: dict[str, Any] = {"description": description}
+        if request_schema is not None:
+            body["request_schema"] = request_schema
+        _, reply, _ = await self.request("PUT", _path("jobs", dsid), body)
+        result: dict[str, Any] = reply
+        return result
+
+    async def catalogue(self) -> list[dict[str, Any]]:
+        """The datasources this token may use."""
+        _, reply, _ = await self.request("GET", "/cat")
+        result: list[dict[str, Any]] = reply["datasources"]
+        return result
+
+    async def update(
+        self,
+        dsid: str,
+        job: str,
+        status: str,
+        *,
+        response: Any = None,
+        has_response: bool = False,
+        error: str | None = None,
+        progress: float | None = None,
+    ) -> JobRecord:
+        """Report a job's status (``response`` is sent when not None or ``has_response``)."""
+        body: dict[str, Any] = {"status": status}
+        if has_response or response is not None:
+            body["response"] = response
+        if error is not None:
+            body["error"] = error
+        if progress is not None:
+            body["progress"] = progress
+        _, reply, _ = await self.request("POST", _path("jobs", dsid, "job", job, ""), body)
+        return JobRecord.from_wire(reply)
+
+    async def job(self, dsid: str, job: str) -> JobRecord:
+        """Any job's status record on the datasource."""
+        _, reply, _ = await self.request("GET", _path("jobs", dsid, "job", job, ""))
+        return JobRecord.from_wire(reply)
+
+    async def latest(self, dsid: str) -> StreamEntry | None:
+        """The newest request-stream entry, or None if the stream is empty."""
+        try:
+            _, reply, _ = await self.request("GET", _path("jobs", dsid, "latest"))
+        except NotFound:
+            return None
+        return StreamEntry.from_wire(reply)
+
+    async def since(
+        self, dsid: str, timestamp: int = 0, *, after: int = 0, limit: int = 1000
+    ) -> list[StreamEntry]:
+        """One page of request-stream entries with ``timestamp >= TIME`` and ``seq > after``."""
+        params = {"limit": str(limit)}
+        if after:
+            params["after"] = str(after)
+        _, reply, _ = await self.request(
+            "GET", _path("jobs", dsid, "since", str(timestamp)), params=params
+        )
+        return [StreamEntry.from_wire(e) for e in reply]
+
+    def stream(self, dsid: str, *, after: int | None = None) -> Subscription[StreamEntry]:
+        """The datasource's request stream (``GET /sub/<DSID>/jobs``), resuming by itself."""
+        return self.subscription(
+            _path("sub", dsid, "jobs"), StreamEntry.from_wire, lambda e: e.seq, after
+        )
+
+
+class SyncJobClient:
+    """A blocking wrapper of :class:`JobClient` for scripts: same methods, no ``await``.
+
+    It runs its own event loop; use it as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, url: str, token: str, **options: Any) -> None:
+        self._runner = asyncio.Runner()
+        self._client = JobClient(url, token, **options)
+
+    def __enter__(self) -> SyncJobClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the session and the event loop."""
+        self._runner.run(self._client.close())
+        self._runner.close()
+
+    def submit(
+        self, dsid: str, request: Any, job: str | None = None, *, wait: float | None = None
+    ) -> JobRecord:
+        """See :meth:`JobClient.submit`."""
+        return self._runner.run(self._client.submit(dsid, request, job, wait=wait))
+
+    def status(self, dsid: str, job: str) -> JobRecord:
+        """See :meth:`JobClient.status`."""
+        return self._runner.run(self._client.status(dsid, job))
+
+    def wait(self, dsid: str, job: str, timeout: float | None = None) -> JobRecord:
+        """See :meth:`JobClient.wait`."""
+        return self._runner.run(self._client.wait(dsid, job, timeout))
+
+    def cancel(self, dsid: str, job: str) -> JobRecord:
+        """See :meth:`JobClient.cancel`."""
+        return self._runner.run(self._client.cancel(dsid, job))
+
+    def jobs(self, dsid: str, *, status: str | None = None) -> Iterator[JobRecord]:
+        """See :meth:`JobClient.jobs`: pages are fetched as the iteration goes."""
+        cursor: str | None = None
+        while True:
+            page = self._runner.run(self._client.jobs_page(dsid, status=status, cursor=cursor))
+            yield from page.jobs
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def subscribe(self, dsid: str, *, after: int | None = None) -> Iterator[Notification]:
+        """See :meth:`JobClient.subscribe`: a blocking iterator of notifications."""
+        sub = self._client.subscribe(dsid, after=after)
+        try:
+            while True:
+                try:
+                    yield self._runner.run(sub.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._runner.run(sub.close())
