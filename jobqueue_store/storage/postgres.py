@@ -1,0 +1,854 @@
+"""The PostgreSQL store: asyncpg, group commit, a serialised log and LISTEN/NOTIFY.
+
+Several store processes may share one database (behind a load balancer). The design:
+
+- **Writes** go through one writer task per process. It takes every pending command and runs
+  them in one transaction (group commit), each in a SAVEPOINT so that a failing command does not
+  roll back the others. Lifecycle rules are decided against the row read with ``SELECT ... FOR
+  UPDATE`` in that transaction.
+- **The log** (``events``) gets its ``seq`` from the one-row ``log_counter`` table, under a
+  transaction-level advisory lock taken at the start of every write transaction. The lock is
+  held until commit, so seq order is commit order across every process: a reader that sees
+  ``seq = n`` has already been able to see every smaller seq. That is the commit watermark that
+  ``entries_since``, ``events_after``, ``latest_entry`` and the publisher rely on (a sequence
+  would commit out of order, and a reader could skip a value forever). The lock is taken before
+  any row lock, so writers of several processes never deadlock.
+- **Notifications**: each write transaction that appends sends ``NOTIFY jobqueue_<schema>,
+  '<last seq>'`` (delivered at commit). Every process LISTENs on a dedicated connection; on a
+  notification, on its own commit, after the listener reconnects, and every second as a safety
+  net, one publisher task reads the log after the last seq it published and hands the events to
+  the listener in seq order, with no gap and no duplicate. The log is the source of truth; a
+  notification is only a wake-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from jobqueue_store import codec
+from jobqueue_store.errors import BadRequest, NotFound, StoreError, Unavailable
+from jobqueue_store.lifecycle import (
+    cancel_entry_data,
+    decide_cancel,
+    decide_submit,
+    decide_update,
+    request_entry_data,
+)
+from jobqueue_store.models import (
+    Datasource,
+    Event,
+    EventType,
+    JobPage,
+    JobRecord,
+    Status,
+    StatusUpdate,
+    now_ms,
+)
+from jobqueue_store.storage.base import Store
+
+log = logging.getLogger(__name__)
+
+# First key of the two-key advisory locks; the second is hashtext() of a per-schema name, so
+# stores on different schemas of one database do not serialise each other.
+_LOCK_CLASS = 0x4A51
+_MIGRATION_RE = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
+_CACHE_TTL = 1.0
+_POLL_INTERVAL = 1.0
+_BATCH_MAX = 500
+_READ_PAGE = 1000
+
+# Errors that mean "the database cannot be reached or cannot serve now": answered with 503.
+_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
+
+_JOB_COLUMNS = (
+    "id, datasource_id, job, client, status, request, response, error, progress, "
+    "cancel_requested, version, submitted_at, updated_at"
+)
+_EVENT_COLUMNS = "seq, datasource_id, type, job, client, ts, record, data"
+
+_SQL_LOCK_LOG = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
+_SQL_GET_COUNTER = "SELECT seq FROM log_counter"
+_SQL_SET_COUNTER = "UPDATE log_counter SET seq = $1"
+_SQL_NOTIFY = "SELECT pg_notify($1, $2)"
+_SQL_DS_TS = "SELECT GREATEST(last_ts, $2::bigint) FROM datasources WHERE id = $1"
+_SQL_DS_BUMP = (
+    "UPDATE datasources SET last_ts = GREATEST(last_ts, $2::bigint) WHERE id = $1 RETURNING last_ts"
+)
+_SQL_JOB_FOR_UPDATE = (
+    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE datasource_id = $1 AND job = $2 FOR UPDATE"
+)
+_SQL_JOB_GET = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE datasource_id = $1 AND job = $2"
+_SQL_JOB_INSERT = (
+    "INSERT INTO jobs (datasource_id, job, client, status, request, response, error, progress, "
+    "cancel_requested, version, submitted_at, updated_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+)
+_SQL_JOB_UPDATE = (
+    "UPDATE jobs SET status = $2, response = $3, error = $4, progress = $5, "
+    "cancel_requested = $6, version = $7, updated_at = $8 WHERE id = $1"
+)
+_SQL_EVENT_INSERT = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+_SQL_DS_UPSERT = (
+    "INSERT INTO datasources (id, description, request_schema) VALUES ($1, $2, $3) "
+    "ON CONFLICT (id) DO UPDATE SET description = EXCLUDED.description, "
+    "request_schema = EXCLUDED.request_schema"
+)
+_SQL_DS_GET = "SELECT id, description, request_schema FROM datasources WHERE id = $1"
+_SQL_DS_LIST = "SELECT id, description, request_schema FROM datasources ORDER BY id"
+_SQL_LATEST_ENTRY = (
+    f"SELECT {_EVENT_COLUMNS} FROM events WHERE datasource_id = $1 AND type <> 'status' "
+    "ORDER BY seq DESC LIMIT 1"
+)
+_SQL_ENTRIES_SINCE = (
+    f"SELECT {_EVENT_COLUMNS} FROM events WHERE datasource_id = $1 AND type <> 'status' "
+    "AND ts >= $2 AND seq > $3 ORDER BY seq LIMIT $4"
+)
+_SQL_EVENTS_ALL_AFTER = f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
+
+
+def _wrap(exc: BaseException, doing: str) -> StoreError:
+    """A domain error for a database failure while ``doing`` something."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, asyncpg.DataError):
+        return BadRequest(f"The database refused a value while {doing}: {exc}.")
+    if isinstance(exc, _UNAVAILABLE_ERRORS):
+        return Unavailable(
+            f"The PostgreSQL database is unavailable while {doing} "
+            f"({type(exc).__name__}); retry later."
+        )
+    return StoreError(f"The PostgreSQL database failed while {doing} ({type(exc).__name__}).")
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, _UNAVAILABLE_ERRORS)
+
+
+def _encode(value: Any, what: str) -> str:
+    try:
+        return codec.dumps_str(value)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise BadRequest(f"The {what} cannot be stored as JSON: {exc}.") from None
+
+
+def _loads_opt(text: str | None) -> Any:
+    return None if text is None else codec.loads(text)
+
+
+def _row_record(row: asyncpg.Record) -> JobRecord:
+    response = row["response"]
+    return JobRecord(
+        datasource_id=row["datasource_id"],
+        job=row["job"],
+        client=row["client"],
+        status=Status(row["status"]),
+        request=codec.loads(row["request"]),
+        cancel_requested=row["cancel_requested"],
+        version=row["version"],
+        submitted_at=row["submitted_at"],
+        updated_at=row["updated_at"],
+        response=_loads_opt(response),
+        has_response=response is not None,
+        error=row["error"],
+        progress=row["progress"],
+    )
+
+
+def _row_event(row: asyncpg.Record) -> Event:
+    return Event(
+        seq=row["seq"],
+        datasource_id=row["datasource_id"],
+        type=row["type"],
+        job=row["job"],
+        client=row["client"],
+        timestamp=row["ts"],
+        record=JobRecord.from_wire(codec.loads(row["record"])),
+        data=_loads_opt(row["data"]),
+    )
+
+
+def _row_datasource(row: asyncpg.Record) -> Datasource:
+    return Datasource(
+        id=row["id"],
+        description=row["description"],
+        request_schema=_loads_opt(row["request_schema"]),
+    )
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _channel_for(schema: str) -> str:
+    channel = f"jobqueue_{schema}"
+    if len(channel.encode()) > 63:  # NAMEDATALEN - 1
+        channel = "jobqueue_" + hashlib.sha1(schema.encode()).hexdigest()[:32]
+    return channel
+
+
+def migrations() -> list[tuple[int, str]]:
+    """The numbered PostgreSQL migrations shipped with the package, as ``(version, sql)``."""
+    folder = resources.files("jobqueue_store.storage").joinpath("sql", "postgres")
+    found: list[tuple[int, str]] = []
+    for entry in folder.iterdir():
+        match = _MIGRATION_RE.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.read_text(encoding="utf-8")))
+    found.sort()
+    versions = [v for v, _ in found]
+    if versions != list(range(1, len(versions) + 1)):
+        raise StoreError(f"PostgreSQL migrations are not numbered 1..n without gaps: {versions}.")
+    return found
+
+
+# A write command: given the connection (inside the batch transaction) and the seq its event
+# would get, it returns its result and the event it appended (or None).
+_CommandFn = Callable[[asyncpg.Connection, int], Awaitable[tuple[Any, Event | None]]]
+
+
+@dataclass(slots=True)
+class _Command:
+    fn: _CommandFn
+    future: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class PostgresStore(Store):
+    """A :class:`~jobqueue_store.storage.base.Store` on PostgreSQL, shareable by processes.
+
+    ``dsn``: a ``postgresql://`` URL. ``schema``: the schema every connection uses (created by
+    :meth:`migrate` if missing); ``None`` keeps the server's search path. ``min_size`` and
+    ``max_size`` size the connection pool; ``acquire_timeout`` is how long a request waits for a
+    pooled connection before the store answers :class:`~jobqueue_store.errors.Unavailable`.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        min_size: int = 2,
+        max_size: int = 10,
+        acquire_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.min_size = min_size
+        self.max_size = max_size
+        self.acquire_timeout = acquire_timeout
+        self.connect_timeout = connect_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._schema_name = schema or "public"
+        self._channel = _channel_for(self._schema_name)
+        self._queue: asyncio.Queue[_Command | None] = asyncio.Queue()
+        self._closing = False
+        self._writer: asyncio.Task[None] | None = None
+        self._publisher: asyncio.Task[None] | None = None
+        self._listener_task: asyncio.Task[None] | None = None
+        self._listen_conn: asyncpg.Connection | None = None
+        self._wake = asyncio.Event()
+        self._published_seq = 0
+        self._ds_cache: dict[str, tuple[float, Datasource]] = {}
+
+    # lifecycle ----------------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect the pool, run migrations, start the writer, publisher and listener tasks."""
+        settings = {"search_path": self.schema} if self.schema else {}
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=self.min_size,
+                max_size=self.max_size,
+                server_settings=settings,
+                timeout=self.connect_timeout,
+            )
+        except Exception as exc:
+            raise _wrap(exc, "connecting to the database") from None
+        try:
+            await self.migrate()
+            async with self._acquire("opening the store") as conn:
+                if self.schema is None:
+                    self._schema_name = await conn.fetchval("SELECT current_schema()")
+                    self._channel = _channel_for(self._schema_name)
+                self._published_seq = await conn.fetchval(_SQL_GET_COUNTER)
+        except BaseException:
+            await self._pool.close()
+            self._pool = None
+            raise
+        self._closing = False
+        self._writer = asyncio.create_task(self._write_loop(), name="pg-writer")
+        self._publisher = asyncio.create_task(self._publish_loop(), name="pg-publisher")
+        self._listener_task = asyncio.create_task(self._listen_loop(), name="pg-listener")
+
+    async def close(self) -> None:
+        """Finish pending writes, publish what is committed, and disconnect."""
+        if self._pool is None:
+            return
+        self._closing = True
+        if self._writer is not None:
+            self._queue.put_nowait(None)
+            await self._writer
+            self._writer = None
+        # Python 3.11's wait_for can swallow a cancellation, so the loops also stop on
+        # self._closing, and the listener connection is cut to end its wait.
+        self._wake.set()
+        if self._listen_conn is not None:
+            self._listen_conn.terminate()
+        tasks = [t for t in (self._listener_task, self._publisher) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.warning("PostgreSQL background task failed", exc_info=task.exception())
+        self._listener_task = self._publisher = None
+        with contextlib.suppress(Exception):
+            await self._publish_pending()
+        pool, self._pool = self._pool, None
+        try:
+            async with asyncio.timeout(10):
+                await pool.close()
+        except Exception:
+            pool.terminate()
+
+    async def migrate(self) -> int:
+        """Create the schema if missing and apply the pending numbered migrations.
+
+        Runs in one transaction under an advisory lock, so several processes may start at once.
+        """
+        steps = migrations()
+        async with self._acquire("migrating the schema") as conn:
+            try:
+                async with conn.transaction():
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                        _LOCK_CLASS,
+                        f"migrate:{self.schema or ''}",
+                    )
+                    if self.schema is not None:
+                        ident = _quote_ident(self.schema)
+                        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident}")
+                        await conn.execute(f"SET LOCAL search_path TO {ident}")
+                    await conn.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_version ("
+                        " version INTEGER PRIMARY KEY,"
+                        " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+                    )
+                    current: int = await conn.fetchval(
+                        "SELECT COALESCE(MAX(version), 0) FROM schema_version"
+                    )
+                    for version, sql in steps:
+                        if version > current:
+                            await conn.execute(sql)
+                            await conn.execute(
+                                "INSERT INTO schema_version (version) VALUES ($1)", version
+                            )
+                            current = version
+            except Exception as exc:
+                raise _wrap(exc, "migrating the schema") from None
+        return current
+
+    async def ping(self) -> None:
+        """Run ``SELECT 1``; raise :class:`~jobqueue_store.errors.Unavailable` if it fails."""
+        async with self._acquire("checking the database") as conn:
+            try:
+                await conn.fetchval("SELECT 1")
+            except Exception as exc:
+                raise _wrap(exc, "checking the database") from None
+
+    @contextlib.asynccontextmanager
+    async def _acquire(self, doing: str) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; failures to get one become ``Unavailable``."""
+        pool = self._pool
+        if pool is None:
+            raise Unavailable("The store is closed: it no longer accepts requests.")
+        try:
+            conn = await pool.acquire(timeout=self.acquire_timeout)
+        except Exception as exc:
+            if isinstance(exc, TimeoutError):
+                raise Unavailable(
+                    f"No database connection became free in {self.acquire_timeout:g} s while "
+                    f"{doing}: the store is overloaded; retry later."
+                ) from None
+            raise _wrap(exc, doing) from None
+        try:
+            yield conn
+        finally:
+            with contextlib.suppress(Exception):
+                await pool.release(conn)
+
+    async def _fetch(self, doing: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async with self._acquire(doing) as conn:
+            try:
+                rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+            except Exception as exc:
+                raise _wrap(exc, doing) from None
+        return rows
+
+    async def _fetchrow(self, doing: str, sql: str, *args: Any) -> asyncpg.Record | None:
+        rows = await self._fetch(doing, sql, *args)
+        return rows[0] if rows else None
+
+    # datasources --------------------------------------------------------------------------------
+    async def put_datasource(self, datasource: Datasource) -> Datasource:
+        """Create or replace a datasource's description and request schema."""
+        schema = (
+            None
+            if datasource.request_schema is None
+            else _encode(datasource.request_schema, "request schema")
+        )
+        doing = f"saving datasource '{datasource.id}'"
+        async with self._acquire(doing) as conn:
+            try:
+                await conn.execute(_SQL_DS_UPSERT, datasource.id, datasource.description, schema)
+            except Exception as exc:
+                raise _wrap(exc, doing) from None
+        self._ds_cache.pop(datasource.id, None)
+        return datasource
+
+    async def get_datasource(self, dsid: str) -> Datasource | None:
+        """The datasource, or ``None`` (a found one is cached for a second)."""
+        cached = self._ds_cache.get(dsid)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        row = await self._fetchrow(f"reading datasource '{dsid}'", _SQL_DS_GET, dsid)
+        if row is None:
+            self._ds_cache.pop(dsid, None)
+            return None
+        datasource = _row_datasource(row)
+        self._ds_cache[dsid] = (now + _CACHE_TTL, datasource)
+        return datasource
+
+    async def list_datasources(self) -> list[Datasource]:
+        """Every datasource, ordered by id."""
+        rows = await self._fetch("listing datasources", _SQL_DS_LIST)
+        return [_row_datasource(r) for r in rows]
+
+    # writes -------------------------------------------------------------------------------------
+    async def _write(self, fn: _CommandFn) -> Any:
+        """Queue a command for the writer and wait until its transaction committed."""
+        if self._closing or self._pool is None or self._writer is None:
+            raise Unavailable("The store is shutting down: it no longer accepts writes.")
+        command = _Command(fn)
+        self._queue.put_nowait(command)
+        return await command.future
+
+    async def submit(
+        self, dsid: str, job: str, client: str, request: Any
+    ) -> tuple[JobRecord, bool]:
+        """Submit a job; return ``(record, created)``."""
+        request_text = _encode(request, "request")
+
+        async def run(conn: asyncpg.Connection, seq: int) -> tuple[Any, Event | None]:
+            ts = await conn.fetchval(_SQL_DS_TS, dsid, now_ms())
+            if ts is None:
+                raise NotFound(
+                    f"Datasource '{dsid}' does not exist: its driver declares it with "
+                    f"PUT /jobs/{dsid}."
+                )
+            row = await conn.fetchrow(_SQL_JOB_FOR_UPDATE, dsid, job)
+            existing = None if row is None else _row_record(row)
+            outcome = decide_submit(
+                existing,
+                datasource_id=dsid,
+                job=job,
+                client=client,
+                request=request,
+                timestamp=ts,
+            )
+            if outcome.event is None:
+                return (outcome.record, False), None
+            ts = await conn.fetchval(_SQL_DS_BUMP, dsid, ts)
+            rec = outcome.record
+            await conn.execute(
+                _SQL_JOB_INSERT,
+                dsid,
+                job,
+                client,
+                rec.status.value,
+                request_text,
+                None,
+                None,
+                None,
+                False,
+                rec.version,
+                rec.submitted_at,
+                rec.updated_at,
+            )
+            event = await self._append(conn, seq, "request", rec, ts, request_entry_data(rec))
+            return (rec, True), event
+
+        result: tuple[JobRecord, bool] = await self._write(run)
+        return result
+
+    async def cancel(self, dsid: str, job: str, client: str | None) -> JobRecord:
+        """Request cancellation; ``client`` ``None`` is an admin."""
+
+        async def run(conn: asyncpg.Connection, seq: int) -> tuple[Any, Event | None]:
+            row, ts = await self._lock_job(conn, dsid, job)
+            outcome = decide_cancel(_row_record(row), client=client, timestamp=ts)
+            if outcome.event is None:
+                return outcome.record, None
+            event = await self._save_change(conn, seq, row["id"], outcome.record, "cancel", ts)
+            return outcome.record, event
+
+        record: JobRecord = await self._write(run)
+        return record
+
+    async def update_status(self, dsid: str, job: str, update: StatusUpdate) -> JobRecord:
+        """A driver's status report."""
+        if update.has_response:
+            _encode(update.response, "response")
+
+        async def run(conn: asyncpg.Connection, seq: int) -> tuple[Any, Event | None]:
+            row, ts = await self._lock_job(conn, dsid, job)
+            outcome = decide_update(_row_record(row), update, timestamp=ts)
+            if outcome.event is None:
+                return outcome.record, None
+            event = await self._save_change(conn, seq, row["id"], outcome.record, "status", ts)
+            return outcome.record, event
+
+        record: JobRecord = await self._write(run)
+        return record
+
+    async def _lock_job(
+        self, conn: asyncpg.Connection, dsid: str, job: str
+    ) -> tuple[asyncpg.Record, int]:
+        """The job's row, locked, and the datasource's next timestamp; ``NotFound`` if none."""
+        row = await conn.fetchrow(_SQL_JOB_FOR_UPDATE, dsid, job)
+        if row is None:
+            raise NotFound(f"No job '{job}' on datasource '{dsid}'.")
+        ts: int = await conn.fetchval(_SQL_DS_TS, dsid, now_ms())
+        return row, ts
+
+    async def _save_change(
+        self,
+        conn: asyncpg.Connection,
+        seq: int,
+        job_id: int,
+        rec: JobRecord,
+        kind: EventType,
+        ts: int,
+    ) -> Event:
+        ts = await conn.fetchval(_SQL_DS_BUMP, rec.datasource_id, ts)
+        await conn.execute(
+            _SQL_JOB_UPDATE,
+            job_id,
+            rec.status.value,
+            _encode(rec.response, "response") if rec.has_response else None,
+            rec.error,
+            rec.progress,
+            rec.cancel_requested,
+            rec.version,
+            rec.updated_at,
+        )
+        data = cancel_entry_data(rec) if kind == "cancel" else None
+        return await self._append(conn, seq, kind, rec, ts, data)
+
+    async def _append(
+        self,
+        conn: asyncpg.Connection,
+        seq: int,
+        kind: EventType,
+        rec: JobRecord,
+        ts: int,
+        data: dict[str, Any] | None,
+    ) -> Event:
+        await conn.execute(
+            _SQL_EVENT_INSERT,
+            seq,
+            rec.datasource_id,
+            kind,
+            rec.job,
+            rec.client,
+            ts,
+            _encode(rec.to_wire(), "job record"),
+            None if data is None else _encode(data, "request entry"),
+        )
+        return Event(
+            seq=seq,
+            datasource_id=rec.datasource_id,
+            type=kind,
+            job=rec.job,
+            client=rec.client,
+            timestamp=ts,
+            record=rec,
+            data=data,
+        )
+
+    # the writer (group commit) -------------------------------------------------------------------
+    async def _write_loop(self) -> None:
+        stop = False
+        while not stop:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < _BATCH_MAX and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            try:
+                await self._run_batch(batch)
+            except Exception:  # never let the writer die: fail the batch instead
+                log.exception("PostgreSQL writer failed a batch")
+                for command in batch:
+                    if not command.future.done():
+                        command.future.set_exception(
+                            StoreError("The PostgreSQL store failed to write the request.")
+                        )
+        # Refuse what was queued after the stop marker (close() raced with a write).
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None and not item.future.done():
+                item.future.set_exception(
+                    Unavailable("The store is shutting down: it no longer accepts writes.")
+                )
+
+    async def _run_batch(self, batch: list[_Command]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        committed = False
+        try:
+            async with self._acquire("writing") as conn:
+                async with conn.transaction():
+                    # The log lock first, before any row lock: seq order is commit order, and
+                    # writers of several processes cannot deadlock on job rows.
+                    await conn.execute(_SQL_LOCK_LOG, _LOCK_CLASS, f"log:{self._schema_name}")
+                    start = seq = await conn.fetchval(_SQL_GET_COUNTER)
+                    for command in batch:
+                        try:
+                            if len(batch) == 1:
+                                value, event = await command.fn(conn, seq + 1)
+                            else:
+                                async with conn.transaction():  # a SAVEPOINT
+                                    value, event = await command.fn(conn, seq + 1)
+                        except StoreError as exc:
+                            outcomes.append((False, exc))
+                            continue
+                        except Exception as exc:
+                            if len(batch) == 1 or _is_unavailable(exc):
+                                raise
+                            outcomes.append((False, _wrap(exc, "writing")))
+                            continue
+                        if event is not None:
+                            seq = event.seq
+                        outcomes.append((True, value))
+                    if seq != start:
+                        await conn.execute(_SQL_SET_COUNTER, seq)
+                        await conn.execute(_SQL_NOTIFY, self._channel, str(seq))
+                committed = True
+        except Exception as exc:
+            error = _wrap(exc, "writing")
+            for command in batch:
+                if not command.future.done():
+                    command.future.set_exception(error)
+            return
+        finally:
+            if committed:
+                self._wake.set()
+        for command, (ok, value) in zip(batch, outcomes, strict=True):
+            if command.future.done():
+                continue
+            if ok:
+                command.future.set_result(value)
+            else:
+                command.future.set_exception(value)
+
+    # the publisher -------------------------------------------------------------------------------
+    async def _publish_loop(self) -> None:
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_POLL_INTERVAL):
+                    await self._wake.wait()
+            if self._closing:
+                return
+            self._wake.clear()
+            try:
+                await self._publish_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("PostgreSQL publisher could not read the log; retrying", exc_info=True)
+
+    async def _publish_pending(self) -> None:
+        """Hand every committed event after the last published seq to the listener."""
+        while True:
+            rows = await self._fetch(
+                "reading the log", _SQL_EVENTS_ALL_AFTER, self._published_seq, _READ_PAGE
+            )
+            if not rows:
+                return
+            events = [_row_event(r) for r in rows]
+            self._published_seq = events[-1].seq
+            try:
+                self._publish(events)
+            except Exception:
+                log.exception("The store's listener raised; events were still marked published")
+            if len(rows) < _READ_PAGE:
+                return
+
+    async def _listen_loop(self) -> None:
+        """Keep a dedicated LISTEN connection; wake the publisher on each notification."""
+        backoff = 0.1
+        while not self._closing:
+            lost = asyncio.Event()
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = self._listen_conn = await asyncpg.connect(
+                    self.dsn, timeout=self.connect_timeout
+                )
+                if self._closing:
+                    return
+                conn.add_termination_listener(lambda _c, ev=lost: ev.set())
+                await conn.add_listener(self._channel, self._on_notify)
+                backoff = 0.1
+                # Anything committed while we were not listening is read now.
+                self._wake.set()
+                await lost.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("PostgreSQL listener connection failed; reconnecting", exc_info=True)
+            finally:
+                self._listen_conn = None
+                if conn is not None and not conn.is_closed():
+                    try:
+                        async with asyncio.timeout(2):
+                            await conn.close()
+                    except Exception:
+                        conn.terminate()
+            if self._closing:
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _POLL_INTERVAL)
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            if int(payload) <= self._published_seq:
+                return
+        except ValueError:
+            pass
+        self._wake.set()
+
+    # reads --------------------------------------------------------------------------------------
+    async def get_job(self, dsid: str, job: str) -> JobRecord | None:
+        """The job's current record, or ``None``."""
+        row = await self._fetchrow(f"reading job '{job}'", _SQL_JOB_GET, dsid, job)
+        return None if row is None else _row_record(row)
+
+    async def list_jobs(
+        self,
+        dsid: str,
+        client: str | None,
+        *,
+        status: Status | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """A client's jobs (every client's for ``None``), newest first, ``limit`` a page."""
+        before: int | None = None
+        if cursor is not None:
+            if not cursor.isascii() or not cursor.isdigit() or len(cursor) > 19:
+                raise BadRequest(
+                    f"The cursor '{cursor[:40]}' is not one this store returned: pass the "
+                    "'next' value of the previous page."
+                )
+            before = int(cursor)
+        where = ["datasource_id = $1"]
+        args: list[Any] = [dsid]
+        if client is not None:
+            args.append(client)
+            where.append(f"client = ${len(args)}")
+        if status is not None:
+            args.append(status.value)
+            where.append(f"status = ${len(args)}")
+        if before is not None:
+            args.append(before)
+            where.append(f"id < ${len(args)}")
+        if limit < 1:
+            raise BadRequest(f"The page limit must be at least 1, not {limit}.")
+        args.append(limit + 1)
+        sql = (
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "
+            f"ORDER BY id DESC LIMIT ${len(args)}"
+        )
+        rows = await self._fetch("listing jobs", sql, *args)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return JobPage(
+            jobs=[_row_record(r) for r in rows],
+            next_cursor=str(rows[-1]["id"]) if more else None,
+        )
+
+    async def latest_entry(self, dsid: str) -> Event | None:
+        """The newest request-stream entry (``request`` or ``cancel``) of the datasource."""
+        row = await self._fetchrow("reading the request stream", _SQL_LATEST_ENTRY, dsid)
+        return None if row is None else _row_event(row)
+
+    async def entries_since(
+        self, dsid: str, timestamp: int, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[Event]:
+        """Request-stream entries with ``timestamp >= timestamp`` and ``seq > after_seq``."""
+        rows = await self._fetch(
+            "reading the request stream", _SQL_ENTRIES_SINCE, dsid, timestamp, after_seq, limit
+        )
+        return [_row_event(r) for r in rows]
+
+    async def events_after(
+        self,
+        dsid: str,
+        after_seq: int,
+        *,
+        client: str | None = None,
+        stream_only: bool = False,
+        limit: int = 1000,
+    ) -> list[Event]:
+        """Events of the datasource with ``seq > after_seq``, by ``seq``, at most ``limit``."""
+        where = ["datasource_id = $1", "seq > $2"]
+        args: list[Any] = [dsid, after_seq]
+        if client is not None:
+            args.append(client)
+            where.append(f"client = ${len(args)}")
+        if stream_only:
+            where.append("type <> 'status'")
+        args.append(limit)
+        sql = (
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} "
+            f"ORDER BY seq LIMIT ${len(args)}"
+        )
+        rows = await self._fetch("reading the log", sql, *args)
+        return [_row_event(r) for r in rows]
+
+    async def last_seq(self) -> int:
+        """The largest committed ``seq`` (0 for an empty log)."""
+        row = await self._fetchrow("reading the log", _SQL_GET_COUNTER)
+        return 0 if row is None else int(row["seq"])
+
+
+__all__ = ["PostgresStore", "migrations"]
