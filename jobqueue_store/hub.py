@@ -78,7 +78,9 @@ class Subscription:
             return True
         self._waiter = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(self._waiter, timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+            async with asyncio.timeout(timeout):
+                await self._waiter
         except TimeoutError:
             return False
         finally:
