@@ -76,8 +76,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(serve, "max-body", str(Limits().max_body), "largest request body in bytes")
     add_option(serve, "max-wait", str(Limits().max_wait), "longest ?wait= in seconds")
     add_option(serve, "submits-per-second", "0", "per-client submit rate limit (0: off)")
+    add_option(
+        serve, "max-unfinished-jobs", "0", "unfinished jobs per client and datasource (0: off)"
+    )
+    add_option(
+        serve, "max-json-depth", str(Limits().max_json_depth), "deepest JSON nesting in a body"
+    )
+    add_option(
+        serve, "max-ws-message", str(Limits().max_ws_message), "largest websocket frame in bytes"
+    )
+    add_option(
+        serve, "max-connections", str(Limits().max_connections), "open websockets per process"
+    )
+    add_option(
+        serve,
+        "max-ws-per-client",
+        str(Limits().max_ws_per_client),
+        "open websockets per client id (0: off)",
+    )
     add_option(serve, "log-level", "INFO", "logging level")
     add_option(serve, "access-log", "off", "'on' to log every request (tokens redacted)")
+    add_option(serve, "audit-log", "-", "audit log of every write: a file, '-' (stderr) or 'off'")
     serve.add_argument(
         "--migrate-only",
         action="store_true",
@@ -105,6 +124,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
         max_body=int(args.max_body),
         max_wait=float(args.max_wait),
         submits_per_second=float(args.submits_per_second),
+        max_unfinished_jobs=int(args.max_unfinished_jobs),
+        max_json_depth=int(args.max_json_depth),
+        max_ws_message=int(args.max_ws_message),
+        max_connections=int(args.max_connections),
+        max_ws_per_client=int(args.max_ws_per_client),
     )
     return Settings(
         host=args.host,
@@ -114,6 +138,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         database=args.database,
         synchronous=args.synchronous.upper(),
         root_key=args.root_key,
+        audit_log=args.audit_log,
         limits=limits,
     )
 

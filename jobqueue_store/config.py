@@ -15,6 +15,8 @@ class Limits:
 
     max_body: int = MIB
     """Largest request body accepted, in bytes (SPEC: default 1 MiB); larger is 413."""
+    max_json_depth: int = 64
+    """Deepest nesting of arrays and objects accepted in a request body; deeper is 400."""
     max_ws_message: int = 64 * 1024
     """Largest websocket frame accepted from a peer, in bytes."""
     max_wait: float = 60.0
@@ -30,7 +32,7 @@ class Limits:
     max_ws_per_client: int = 64
     """Open websocket connections per client id (0: unlimited)."""
     max_unfinished_jobs: int = 0
-    """Unfinished jobs a client may hold per datasource (0: unlimited)."""
+    """Unfinished jobs a client may hold per datasource (0: unlimited); one more is 429."""
     submits_per_second: float = 0.0
     """Submits a client may make per second, burst of twice that (0: unlimited)."""
 
@@ -52,4 +54,6 @@ class Settings:
     token_cache_size: int = 10_000
     retention_days: float = 7.0
     """Terminal jobs older than this are purged with their log entries (0: keep forever)."""
+    audit_log: str = "-"
+    """Where the audit log goes: a file path, ``-`` (standard error) or ``off``."""
     limits: Limits = field(default_factory=Limits)

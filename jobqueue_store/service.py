@@ -81,6 +81,7 @@ class JobService:
         datasource = await self._datasource(dsid)
         self._validate_request(datasource, request)
         self.quotas.check_submit(client)
+        await self._check_unfinished(dsid, job, client)
         if wait is None:
             record, created = await self.store.submit(dsid, job, client, request)
             return Waited(record, created)
@@ -208,6 +209,21 @@ class JobService:
         if body_client is None:
             raise BadRequest('An admin submitting a job must name its "client".')
         return validation.client_id(body_client)
+
+    async def _check_unfinished(self, dsid: str, job: str, client: str) -> None:
+        """Refuse a new job (429) when ``client`` holds the most unfinished jobs allowed.
+
+        Checked before the write, so concurrent submits may overshoot the limit by the number in
+        flight. A retry of a job already stored is let through: the store answers it (200 for
+        the same request, 409 otherwise) and it adds nothing.
+        """
+        if self.quotas.max_unfinished_jobs <= 0:
+            return
+        unfinished = await self.store.count_unfinished(dsid, client)
+        if unfinished >= self.quotas.max_unfinished_jobs:
+            if await self.store.get_job(dsid, job) is not None:
+                return
+            self.quotas.check_unfinished(client, dsid, unfinished)
 
     async def _datasource(self, dsid: str) -> Datasource:
         datasource = await self.store.get_datasource(dsid)

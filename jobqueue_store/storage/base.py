@@ -112,6 +112,25 @@ class Store(abc.ABC):
         ``BadRequest``.
         """
 
+    async def count_unfinished(self, dsid: str, client: str) -> int:
+        """How many of ``client``'s jobs on ``dsid`` are not in a terminal status.
+
+        Backends override this with one count over an index of unfinished jobs; this default
+        pages through :meth:`list_jobs` and so costs as much as the client's unfinished jobs.
+        """
+        count = 0
+        for status in Status:
+            if status.terminal:
+                continue
+            cursor: str | None = None
+            while True:
+                page = await self.list_jobs(dsid, client, status=status, limit=1000, cursor=cursor)
+                count += len(page.jobs)
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+        return count
+
     @abc.abstractmethod
     async def latest_entry(self, dsid: str) -> Event | None:
         """The newest request-stream entry (``request`` or ``cancel``) of the datasource."""

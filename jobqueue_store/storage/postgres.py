@@ -762,6 +762,19 @@ class PostgresStore(Store):
         row = await self._fetchrow(f"reading job '{job}'", _SQL_JOB_GET, dsid, job)
         return None if row is None else _row_record(row)
 
+    async def count_unfinished(self, dsid: str, client: str) -> int:
+        """How many of ``client``'s jobs on ``dsid`` are not terminal (partial index
+        ``jobs_unfinished``: finished jobs are not visited)."""
+        row = await self._fetchrow(
+            f"counting the unfinished jobs of client '{client}'",
+            "SELECT count(*) AS n FROM jobs WHERE datasource_id = $1 AND client = $2"
+            " AND status IN ('submitted', 'accepted', 'retrying')",
+            dsid,
+            client,
+        )
+        assert row is not None
+        return int(row["n"])
+
     async def list_jobs(
         self,
         dsid: str,

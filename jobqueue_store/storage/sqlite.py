@@ -580,6 +580,20 @@ class SQLiteStore(Store):
 
         return await self._read(run)
 
+    async def count_unfinished(self, dsid: str, client: str) -> int:
+        """How many of ``client``'s jobs on ``dsid`` are not terminal (the partial index
+        ``jobs_unfinished``: finished jobs are not visited)."""
+
+        def run(db: sqlite3.Connection) -> int:
+            row = db.execute(
+                "SELECT count(*) FROM jobs WHERE datasource_id = ? AND client = ?"
+                " AND status IN ('submitted', 'accepted', 'retrying')",
+                (dsid, client),
+            ).fetchone()
+            return int(row[0])
+
+        return await self._read(run)
+
     async def latest_entry(self, dsid: str) -> Event | None:
         """The newest request-stream entry of the datasource, or ``None``."""
 

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from jobqueue_store import codec, openapi, validation
+from jobqueue_store import audit, codec, openapi, validation
 from jobqueue_store.errors import BadRequest, Forbidden, TooLarge, UnsupportedMediaType
 from jobqueue_store.models import Role
 from jobqueue_store.service import Waited
@@ -21,8 +21,14 @@ LIST_LIMIT_MAX = 1000
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request's JSON body: 413 over the limit, 415 if not JSON, 400 if malformed."""
-    limit = request.app[SETTINGS].limits.max_body
+    """The request's JSON body: 413 over the limit, 415 if not JSON, 400 if malformed or nested
+    deeper than ``max_json_depth``.
+
+    A declared ``Content-Length`` over the limit is refused before reading; a chunked body is
+    cut off by aiohttp's ``client_max_size`` (the same limit) as soon as it exceeds it.
+    """
+    limits = request.app[SETTINGS].limits
+    limit = limits.max_body
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(
             f"The request body is {request.content_length} bytes; the limit is {limit} bytes."
@@ -34,7 +40,29 @@ async def read_json(request: web.Request) -> Any:
         raise UnsupportedMediaType(
             f"The body must be JSON with 'Content-Type: application/json', not '{mimetype}'."
         )
-    return codec.parse_body(await request.read())
+    data = await request.read()
+    # orjson itself refuses nesting deeper than 1024 as soon as it reaches it; the store's own
+    # limit is lower (orjson cannot encode more than 254 levels). Counting brackets is an upper
+    # bound on depth, in C, so only bodies with many brackets are walked.
+    body = codec.parse_body(data)
+    depth = limits.max_json_depth
+    if data.count(b"[") + data.count(b"{") > depth and _deeper_than(body, depth):
+        raise BadRequest(f"The request body nests arrays and objects deeper than {depth} levels.")
+    audit.note_body(request, body)
+    return body
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels in ``value`` (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        node, level = stack.pop()
+        if level > limit:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                stack.append((child, level + 1))
+    return False
 
 
 def _wait(request: web.Request) -> float | None:
