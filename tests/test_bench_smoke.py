@@ -1,0 +1,116 @@
+"""The benchmark harness still runs: a seconds-long ``--quick`` run, and wrk's report parser.
+
+Nothing here asserts a timing: only that every row of the table came out with numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bench import load, run
+from bench.procs import baseline_proc, free_port
+
+WRK_REPORT = """Running 5s test @ http://127.0.0.1:8080
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     6.90ms    1.02ms  30.12ms   93.16%
+    Req/Sec     9.30k   420.11    9.90k    80.00%
+  Latency Distribution
+     50%    6.80ms
+     75%    7.10ms
+     90%    7.60ms
+     99%    1.20s
+  46270 requests in 5.00s, 10.01MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:   9253.61
+Transfer/sec:      2.00MB
+"""
+
+EXPECTED_ROWS = [
+    "durable submit (synchronous=FULL)",
+    "status GET",
+    "driver status update",
+    "cancel",
+    "`since` page (limit=100)",
+    "`latest`",
+    "end-to-end at",
+    "memory per idle websocket subscriber",
+    "submit with",
+    "`since` p50, 5,000 vs 1,000 jobs (T middle)",
+    "`since` p50, 5,000 vs 1,000 jobs (T end)",
+    "durable submit, PostgreSQL, 1 store process",
+    "durable submit, PostgreSQL, 2 store processes",
+]
+
+
+def test_parse_wrk_report() -> None:
+    result = load.parse_wrk(WRK_REPORT)
+    assert result.requests == 46270
+    assert result.seconds == 5.0
+    assert result.rps == 9253.61
+    assert result.p50_ms == 6.8
+    assert result.p99_ms == 1200.0
+    assert result.errors == 7
+
+
+def test_parse_wrk_without_report_fails() -> None:
+    with pytest.raises(RuntimeError, match="no report"):
+        load.parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def test_walk_renders_the_same_ids_as_the_lua_script() -> None:
+    walk = load.Load("walk", "POST", "/jobs/ds/job/{id}/", body='{"j":"{id}"}', first=10, count=3)
+    assert [walk.render(n)[1] for n in range(4)] == [
+        "/jobs/ds/job/pre-10/",
+        "/jobs/ds/job/pre-11/",
+        "/jobs/ds/job/pre-12/",
+        "/jobs/ds/job/pre-10/",
+    ]
+    assert walk.render(1)[2] == b'{"j":"pre-11"}'
+    submit = load.Load("submit", dsid="ds", run="r1")
+    method, path, body = submit.render(7)
+    assert (method, path) == ("POST", "/ds/job/")
+    assert orjson.loads(body or b"") == {"job": "r1-0-7", "request": {"n": 7}}
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+async def test_wrk_scripts_against_the_baseline() -> None:
+    port = free_port()
+    server = baseline_proc(port, core=None)
+    await server.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for spec in (
+            load.Load("submit", dsid="ds", run="smoke"),
+            load.Load("walk", "GET", "/ds/job/{id}/", count=5),
+        ):
+            result = await load.run_wrk(url, spec, "t", connections=4, duration=1, core=None)
+            assert result.requests > 0
+            assert result.errors == 0
+    finally:
+        await server.stop()
+
+
+def test_quick_run_produces_every_row(tmp_path: Path) -> None:
+    # A sync test: the harness runs its own event loop (asyncio.run), as `python -m bench.run`.
+    out = run.run_once(
+        ["--quick", "--loadgen", "python", "--duration", "0.3", "--results-dir", str(tmp_path)]
+    )
+    results = orjson.loads(out.read_bytes())
+    rows = results["rows"]
+    measures = [row["measure"] for row in rows]
+    for expected in EXPECTED_ROWS:
+        assert any(m.startswith(expected) for m in measures), (expected, measures)
+    assert len(rows) == len(EXPECTED_ROWS)
+    for row in rows:
+        numbers = [row[k] for k in ("ratio", "p50_ms", "p99_ms") if row[k] is not None]
+        numbers += [v for v in row["numbers"].values() if isinstance(v, int | float)]
+        assert numbers, row
+        assert all(math.isfinite(x) for x in numbers), row
+    assert results["table"].count("\n") == len(EXPECTED_ROWS) + 1
