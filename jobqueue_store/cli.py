@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         str(Limits().max_ws_per_client),
         "open websockets per client id (0: off)",
     )
+    add_option(
+        serve,
+        "retention-days",
+        f"{Settings().retention_days:g}",
+        "purge terminal jobs and their log entries older than this (0: keep forever)",
+    )
     add_option(serve, "log-level", "INFO", "logging level")
     add_option(serve, "access-log", "off", "'on' to log every request (tokens redacted)")
     add_option(serve, "audit-log", "-", "audit log of every write: a file, '-' (stderr) or 'off'")
@@ -138,6 +144,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         database=args.database,
         synchronous=args.synchronous.upper(),
         root_key=args.root_key,
+        retention_days=float(args.retention_days),
         audit_log=args.audit_log,
         limits=limits,
     )

@@ -16,6 +16,12 @@ processes also hands over the events that other processes committed.
 Reads of the log (``entries_since``, ``events_after``, ``latest_entry``) return only events below
 the commit watermark: an event is never returned while an event with a smaller ``seq`` could
 still commit.
+
+Retention (:meth:`Store.purge`) deletes old terminal jobs with *every* event of theirs, in the
+write path, atomically. Events of the jobs it keeps are never deleted, so the log that remains is
+still read in ``seq`` order with no gap among what remains and no duplicate. The largest ``seq``
+deleted so far is :meth:`Store.purged_through`: a reader resuming after a smaller ``seq`` may have
+missed purged events.
 """
 
 from __future__ import annotations
@@ -160,4 +166,21 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def last_seq(self) -> int:
-        """The largest committed ``seq`` (0 for an empty log)."""
+        """The largest committed ``seq`` (0 for an empty log), purged events included."""
+
+    # retention ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def purge(self, older_than_ms: int, *, limit: int = 10_000) -> int:
+        """Delete at most ``limit`` terminal jobs with ``updated_at < older_than_ms``, oldest
+        first, and every event of those jobs; return how many jobs were deleted.
+
+        Runs in the write path, serialised with writes, in one transaction: no reader sees half a
+        purge. Raises the largest ``seq`` it deleted into :meth:`purged_through` in that same
+        transaction. Call again while it returns ``limit``. A purged job's id is free again: a
+        submit with it creates a new job.
+        """
+
+    @abc.abstractmethod
+    async def purged_through(self) -> int:
+        """The largest ``seq`` ever deleted by :meth:`purge` (0 if none): every event with a
+        larger ``seq`` that was committed is still in the log, unless its job is purged later."""

@@ -19,6 +19,8 @@ Several store processes may share one database (behind a load balancer). The des
   net, one publisher task reads the log after the last seq it published and hands the events to
   the listener in seq order, with no gap and no duplicate. The log is the source of truth; a
   notification is only a wake-up.
+- **Retention**: :meth:`PostgresStore.purge` is a command of the writer too, so it holds the log
+  lock: purges of several processes and every write are serialised, and it commits atomically.
 """
 
 from __future__ import annotations
@@ -124,6 +126,24 @@ _SQL_ENTRIES_SINCE = (
     "AND ts >= $2 AND seq > $3 ORDER BY seq LIMIT $4"
 )
 _SQL_EVENTS_ALL_AFTER = f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
+# Data-modifying CTEs run to completion whatever the outer query reads. The status list repeats
+# the predicate of the partial index jobs_terminal_by_updated so that the planner uses it.
+_SQL_PURGE = """
+WITH doomed AS (
+    SELECT id, datasource_id, job FROM jobs
+    WHERE status IN ('complete', 'cancelled', 'forbidden', 'failed') AND updated_at < $1
+    ORDER BY updated_at LIMIT $2
+), gone_events AS (
+    DELETE FROM events e USING doomed d
+    WHERE e.datasource_id = d.datasource_id AND e.job = d.job
+    RETURNING e.seq
+), gone_jobs AS (
+    DELETE FROM jobs j USING doomed d WHERE j.id = d.id RETURNING j.id
+)
+SELECT (SELECT count(*) FROM gone_jobs) AS jobs, (SELECT max(seq) FROM gone_events) AS top
+"""
+_SQL_RAISE_PURGED = "UPDATE log_counter SET purged_through = GREATEST(purged_through, $1)"
+_SQL_GET_PURGED = "SELECT purged_through FROM log_counter"
 
 
 def _wrap(exc: BaseException, doing: str) -> StoreError:
@@ -859,9 +879,32 @@ class PostgresStore(Store):
         return [_row_event(r) for r in rows]
 
     async def last_seq(self) -> int:
-        """The largest committed ``seq`` (0 for an empty log)."""
+        """The largest committed ``seq`` (0 for an empty log), purged events included."""
         row = await self._fetchrow("reading the log", _SQL_GET_COUNTER)
         return 0 if row is None else int(row["seq"])
+
+    # retention ----------------------------------------------------------------------------------
+    async def purge(self, older_than_ms: int, *, limit: int = 10_000) -> int:
+        """Delete up to ``limit`` terminal jobs with ``updated_at < older_than_ms`` and their
+        events: a command of the writer, so it runs in a write transaction holding the log lock
+        (serialised with every process's writes and purges; no reader sees half of it)."""
+        if limit < 1:
+            raise ValueError(f"The purge limit must be at least 1, not {limit}.")
+
+        async def run(conn: asyncpg.Connection, _seq: int) -> tuple[Any, Event | None]:
+            row = await conn.fetchrow(_SQL_PURGE, older_than_ms, limit)
+            assert row is not None
+            if row["top"] is not None:
+                await conn.execute(_SQL_RAISE_PURGED, row["top"])
+            return int(row["jobs"]), None
+
+        deleted: int = await self._write(run)
+        return deleted
+
+    async def purged_through(self) -> int:
+        """The largest ``seq`` deleted by :meth:`purge` so far (0 if none)."""
+        row = await self._fetchrow("reading the log", _SQL_GET_PURGED)
+        return 0 if row is None else int(row["purged_through"])
 
 
 __all__ = ["PostgresStore", "migrations"]

@@ -1,11 +1,11 @@
 """The SQLite store: aiosqlite, WAL, one writer task with group commit.
 
-Writes (submit, cancel, update_status, put_datasource) are queued to a single writer task. It
-takes every pending command (up to ``batch_max``) and runs the whole batch in one call on the
-writer connection's thread: ``BEGIN IMMEDIATE``, for each command read the row, decide with
-:mod:`jobqueue_store.lifecycle`, write the row and append the event, then one ``COMMIT`` (one
-fsync with ``synchronous=FULL``). A command whose rule fails is decided before it writes anything,
-so it fails alone. If the commit fails, every command of the batch fails with
+Writes (submit, cancel, update_status, put_datasource, and the retention purge) are queued to a
+single writer task. It takes every pending command (up to ``batch_max``) and runs the whole batch
+in one call on the writer connection's thread: ``BEGIN IMMEDIATE``, for each command read the row,
+decide with :mod:`jobqueue_store.lifecycle`, write the row and append the event, then one
+``COMMIT`` (one fsync with ``synchronous=FULL``). A command whose rule fails is decided before it
+writes anything, so it fails alone. If the commit fails, every command of the batch fails with
 :class:`~jobqueue_store.errors.Unavailable` and nothing of it is stored.
 
 Reads use a small pool of separate connections: in WAL mode they run while the writer writes and
@@ -55,6 +55,8 @@ _CURSOR_RE = re.compile(r"[1-9][0-9]{0,18}")
 _MAX_INT64 = 2**63 - 1
 
 _EVENT_COLUMNS = "seq, datasource_id, type, job, client, timestamp, data, record"
+# The partial index jobs_terminal_updated is only used when a query repeats its status list.
+_TERMINAL_SQL = "status IN ('complete', 'cancelled', 'forbidden', 'failed')"
 
 
 # Write commands, queued to the writer. ----------------------------------------------------------
@@ -85,7 +87,13 @@ class _PutDatasource:
     datasource: Datasource
 
 
-_Command = _Submit | _Cancel | _Update | _PutDatasource
+@dataclass(frozen=True, slots=True)
+class _Purge:
+    older_than_ms: int
+    limit: int
+
+
+_Command = _Submit | _Cancel | _Update | _PutDatasource | _Purge
 
 
 @dataclass(slots=True)
@@ -423,6 +431,8 @@ class SQLiteStore(Store):
             )
             out.datasources[ds.id] = ds
             return ds
+        if isinstance(command, _Purge):
+            return _purge(db, command.older_than_ms, command.limit)
         dsid = command.dsid
         if dsid not in self._datasources and dsid not in out.datasources:
             raise _not_declared(dsid)
@@ -460,14 +470,21 @@ class SQLiteStore(Store):
         # Everything that can fail on bad input has run: from here on only the database can fail.
         if row is None:
             db.execute(
-                "INSERT INTO jobs (datasource_id, job, client, status, record) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (dsid, record.job, record.client, record.status.value, record_bytes),
+                "INSERT INTO jobs (datasource_id, job, client, status, record, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    dsid,
+                    record.job,
+                    record.client,
+                    record.status.value,
+                    record_bytes,
+                    record.updated_at,
+                ),
             )
         else:
             db.execute(
-                "UPDATE jobs SET status = ?, record = ? WHERE id = ?",
-                (record.status.value, record_bytes, row[0]),
+                "UPDATE jobs SET status = ?, record = ?, updated_at = ? WHERE id = ?",
+                (record.status.value, record_bytes, record.updated_at, row[0]),
             )
         out.events.append(
             self._append(db, record, outcome.event, timestamp, data, data_bytes, record_bytes)
@@ -645,13 +662,53 @@ class SQLiteStore(Store):
         return await self._read(_fetch_events, sql, args)
 
     async def last_seq(self) -> int:
-        """The largest committed ``seq`` (0 for an empty log)."""
+        """The largest committed ``seq`` (0 for an empty log), purged events included."""
 
         def run(db: sqlite3.Connection) -> int:
-            row = db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+            # The purge may have deleted the newest events: the log's max is then purged_through.
+            row = db.execute(
+                "SELECT max(coalesce((SELECT max(seq) FROM events), 0),"
+                " (SELECT purged_through FROM retention))"
+            ).fetchone()
             return int(row[0])
 
         return await self._read(run)
+
+    # retention ----------------------------------------------------------------------------------
+    async def purge(self, older_than_ms: int, *, limit: int = 10_000) -> int:
+        """Delete up to ``limit`` terminal jobs with ``updated_at < older_than_ms`` and their
+        events, as one command of the writer (serialised with writes, group-committed)."""
+        if limit < 1:
+            raise ValueError(f"The purge limit must be at least 1, not {limit}.")
+        return cast(int, await self._write(_Purge(older_than_ms, limit)))
+
+    async def purged_through(self) -> int:
+        """The largest ``seq`` deleted by :meth:`purge` so far (0 if none)."""
+
+        def run(db: sqlite3.Connection) -> int:
+            row = db.execute("SELECT purged_through FROM retention").fetchone()
+            return int(row[0])
+
+        return await self._read(run)
+
+
+def _purge(db: sqlite3.Connection, older_than_ms: int, limit: int) -> int:
+    """Run on the writer thread, inside the batch's transaction: see :meth:`SQLiteStore.purge`."""
+    jobs = db.execute(
+        f"SELECT id, datasource_id, job FROM jobs WHERE {_TERMINAL_SQL} AND updated_at < ? "
+        "ORDER BY updated_at LIMIT ?",
+        (older_than_ms, limit),
+    ).fetchall()
+    top = 0
+    for _, dsid, job in jobs:
+        deleted = db.execute(
+            "DELETE FROM events WHERE datasource_id = ? AND job = ? RETURNING seq", (dsid, job)
+        ).fetchall()
+        top = max([top, *(seq for (seq,) in deleted)])
+    db.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id, _, _ in jobs])
+    if top:
+        db.execute("UPDATE retention SET purged_through = max(purged_through, ?)", (top,))
+    return len(jobs)
 
 
 def _fetch_events(db: sqlite3.Connection, sql: str, args: dict[str, Any]) -> list[Event]:

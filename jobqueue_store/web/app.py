@@ -12,6 +12,7 @@ from jobqueue_store.hub import Hub
 from jobqueue_store.keys import KeyRing
 from jobqueue_store.metrics import Metrics
 from jobqueue_store.quota import Quotas
+from jobqueue_store.retention import Retention
 from jobqueue_store.service import JobService
 from jobqueue_store.storage import open_store
 from jobqueue_store.storage.base import Store
@@ -106,9 +107,12 @@ def create_app(
     )
     add_routes(app)
 
+    retention = Retention(the_store, settings.retention_days)
+
     async def open_store_on_startup(app: web.Application) -> None:
         the_store.set_listener(hub.publish)
         await the_store.open()
+        retention.start()
 
     async def close_websockets_on_shutdown(app: web.Application) -> None:
         await subscribers.close_all()
@@ -117,6 +121,7 @@ def create_app(
         service.stop_waiting()
 
     async def close_store_on_cleanup(app: web.Application) -> None:
+        await retention.stop()
         await the_store.close()
 
     app.on_startup.append(open_store_on_startup)

@@ -4,7 +4,9 @@ A subscription's life:
 
 1. Handshake, before the upgrade: the auth middleware has verified the token (401/403); here
    ``?after=`` is checked (400), the role and datasource (403/404, via the service), and the
-   connection limits (503 process-wide, 429 per client).
+   connection limits (503 process-wide, 429 per client). A resume from below the store's
+   ``purged_through`` (retention deleted events after it) is refused with 400: ``after=0``
+   replays everything still kept, ``after=<purged_through>`` resumes with nothing lost since.
 2. The socket subscribes to its hub channel *first*, then (with ``?after=``) replays the log from
    the store in pages, then sends the buffered live events whose ``seq`` is above the last one
    sent: no gap and no duplicate even when writes land during the replay.
@@ -321,6 +323,19 @@ def _after(request: web.Request) -> int | None:
     return validation.integer(raw, "after", default=0, minimum=0, maximum=MAX_AFTER)
 
 
+async def _check_not_purged(app: web.Application, after: int) -> None:
+    """Refuse (400) a resume after ``after`` if retention deleted events with a larger ``seq``."""
+    purged = await app[STORE].purged_through()
+    if after >= purged:
+        return
+    days = app[SETTINGS].retention_days
+    older = f"older than {days:g} days" if days > 0 else "past the retention period"
+    raise BadRequest(
+        f"Events up to seq {purged} were purged by retention (terminal jobs {older}); resume "
+        f"with after={purged} or later, or after=0 to replay everything still kept."
+    )
+
+
 async def _subscription(request: web.Request, *, driver: bool) -> web.StreamResponse:
     app = request.app
     principal: Principal = principal_of(request)
@@ -331,6 +346,8 @@ async def _subscription(request: web.Request, *, driver: bool) -> web.StreamResp
             "GET /sub/<DSID>/job streams one client's own jobs: connect with a client token."
         )
     after = _after(request)
+    if after:
+        await _check_not_purged(app, after)
     limits = app[SETTINGS].limits
     ws = web.WebSocketResponse(
         heartbeat=limits.ws_heartbeat,
