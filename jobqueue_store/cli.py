@@ -154,7 +154,7 @@ async def serve(
     settings: Settings, *, access_log: bool = False, migrate_only: bool = False
 ) -> None:
     """Run the store until SIGINT or SIGTERM, then shut down gracefully."""
-    from jobqueue_store.web.access_log import RedactingAccessLogger
+    from jobqueue_store.audit import AuditLog
     from jobqueue_store.web.app import create_app
 
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -170,6 +170,13 @@ async def serve(
             await store.close()
         print(f"schema version {version}", flush=True)
         return
+    with AuditLog(settings.audit_log):
+        await _serve_app(app, settings, access_log=access_log)
+
+
+async def _serve_app(app: web.Application, settings: Settings, *, access_log: bool) -> None:
+    from jobqueue_store.web.access_log import RedactingAccessLogger
+
     runner = web.AppRunner(
         app,
         access_log_class=RedactingAccessLogger,

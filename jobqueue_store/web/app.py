@@ -26,7 +26,7 @@ from jobqueue_store.web.keys import (
     STORE,
     SUBSCRIBERS,
 )
-from jobqueue_store.web.middleware import auth_middleware, error_middleware
+from jobqueue_store.web.middleware import store_middleware
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -73,7 +73,7 @@ def create_app(
     """The store's application. ``store`` and ``authority`` default to those of ``settings``."""
     app = web.Application(
         client_max_size=settings.limits.max_body,
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[store_middleware],
     )
     hub = Hub()
     the_store = store or open_store(
@@ -83,7 +83,7 @@ def create_app(
         load_keyring(settings), settings.name, cache_size=settings.token_cache_size
     )
     metrics = Metrics()
-    service = JobService(the_store, hub, Quotas(settings.limits.submits_per_second))
+    service = JobService(the_store, hub, Quotas.from_limits(settings.limits))
     app[SETTINGS] = settings
     app[STORE] = the_store
     app[HUB] = hub

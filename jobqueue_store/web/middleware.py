@@ -1,4 +1,7 @@
-"""Middlewares: errors to JSON bodies (one table), the audit log, and token authentication."""
+"""The one middleware: token authentication, errors to JSON bodies (one table), the audit log.
+
+One layer rather than a chain: every request pays for each middleware layer it passes.
+"""
 
 from __future__ import annotations
 
@@ -27,10 +30,12 @@ WEBSOCKET_ROUTES = frozenset({"sub_client", "sub_driver"})
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer every failure with the SPEC error body; count the reply; audit every write."""
+async def store_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authenticate, run the handler, answer every failure with the SPEC error body; count the
+    reply; audit every write."""
     code: str | None = None
     try:
+        authenticate(request)
         response = await handler(request)
     except StoreError as exc:
         response = error_response(exc)
@@ -64,13 +69,15 @@ def _error_code(response: web.Response) -> str | None:
     return code if isinstance(code, str) else None
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Verify the caller's token and the request-dependent caveats before the handler runs."""
+def authenticate(request: web.Request) -> None:
+    """Verify the caller's token and the request-dependent caveats; set ``request[PRINCIPAL]``.
+
+    Open routes (health) and unmatched paths (404/405 follow) need no token.
+    """
     match = request.match_info
     name = match.route.name
-    if isinstance(match, MatchInfoError) or name in OPEN_ROUTES:
-        return await handler(request)
+    if name in OPEN_ROUTES or isinstance(match, MatchInfoError):
+        return
     token = extract_token(request.headers, request.query, allow_query=name in WEBSOCKET_ROUTES)
     if not token:
         raise Unauthorized(
@@ -83,4 +90,3 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         principal, method=request.method, path=request.raw_path, dsid=match.get("dsid")
     )
     request[PRINCIPAL] = principal
-    return await handler(request)
