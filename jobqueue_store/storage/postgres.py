@@ -75,6 +75,9 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.InterfaceError,
+    # A connection cut mid-operation (server restarted) can leave asyncpg's pool or protocol
+    # state inconsistent, reported as an "internal client error": the database went away.
+    asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,
     asyncpg.InsufficientResourcesError,

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -381,8 +383,9 @@ class SQLiteStore(Store):
                 if not pending.future.done():
                     pending.future.set_exception(
                         errors.Unavailable(
-                            f"The database could not commit the write ({exc}): nothing of it was "
-                            "stored; retry later."
+                            f"The database could not commit the write ({exc}"
+                            f"{_file_system_trouble(self.path)}): nothing of it was stored; "
+                            "retry later."
                         )
                     )
             return
@@ -709,6 +712,26 @@ def _purge(db: sqlite3.Connection, older_than_ms: int, limit: int) -> int:
     if top:
         db.execute("UPDATE retention SET purged_through = max(purged_through, ?)", (top,))
     return len(jobs)
+
+
+def _file_system_trouble(path: Path) -> str:
+    """Why the file system holding ``path`` may refuse writes, as a clause; ``""`` if no clue.
+
+    SQLite reports a read-only file system as a plain "disk I/O error": say which it is. The probe
+    touches the directory's times; it never opens the database file, since closing another
+    descriptor of it would drop SQLite's POSIX locks.
+    """
+    try:
+        os.utime(path.parent)
+    except OSError as exc:
+        if exc.errno == errno.EROFS:
+            return f"; the file system holding {path} is read-only"
+    try:
+        if os.statvfs(path.parent).f_bavail == 0:
+            return f"; the disk holding {path} is full: free some space"
+    except OSError:
+        pass
+    return ""
 
 
 def _fetch_events(db: sqlite3.Connection, sql: str, args: dict[str, Any]) -> list[Event]:
