@@ -215,6 +215,8 @@ class SQLiteStore(Store):
         self._reader_count = readers
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conns: list[aiosqlite.Connection] = []
+        # Point reads run on the event loop's thread: a thread hop costs more than the read.
+        self._inline: sqlite3.Connection | None = None
         self._idle_readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
@@ -237,6 +239,7 @@ class SQLiteStore(Store):
                 self._reader_conns.append(conn)
                 self._idle_readers.put_nowait(conn)
             self._datasources, self._last_ts = await _in_thread(self._writer_conn, self._load_state)
+            self._inline = self._connect_inline()
         except sqlite3.Error as exc:
             await self._close_connections()
             raise errors.Unavailable(
@@ -270,7 +273,18 @@ class SQLiteStore(Store):
             raise
         return conn
 
+    def _connect_inline(self) -> sqlite3.Connection:
+        # busy_timeout 0: a read that would wait for a lock (rare under WAL) must not block the
+        # event loop; it raises at once and is retried on a reader thread.
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+
     async def _close_connections(self) -> None:
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         conns = [*self._reader_conns]
         if self._writer_conn is not None:
             conns.append(self._writer_conn)
@@ -546,6 +560,16 @@ class SQLiteStore(Store):
         finally:
             self._idle_readers.put_nowait(conn)
 
+    async def _point_read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a small indexed read ``fn(db, *args)`` on the loop's thread; if SQLite would have
+        to wait for a lock, run it on a reader thread instead."""
+        if self._inline is not None:
+            try:
+                return fn(self._inline, *args)
+            except sqlite3.Error:
+                pass  # the reader thread retries it, and maps a lasting failure to a 503
+        return await self._read(fn, *args)
+
     async def get_job(self, dsid: str, job: str) -> JobRecord | None:
         """The job's current record, or ``None``."""
 
@@ -555,7 +579,7 @@ class SQLiteStore(Store):
             ).fetchone()
             return None if row is None else _decode_record(row[0])
 
-        return await self._read(run)
+        return await self._point_read(run)
 
     async def list_jobs(
         self,
@@ -612,7 +636,7 @@ class SQLiteStore(Store):
             ).fetchone()
             return int(row[0])
 
-        return await self._read(run)
+        return await self._point_read(run)
 
     async def latest_entry(self, dsid: str) -> Event | None:
         """The newest request-stream entry of the datasource, or ``None``."""
@@ -625,7 +649,7 @@ class SQLiteStore(Store):
             ).fetchone()
             return None if row is None else _decode_event(row)
 
-        return await self._read(run)
+        return await self._point_read(run)
 
     async def entries_since(
         self, dsid: str, timestamp: int, *, after_seq: int = 0, limit: int = 1000
