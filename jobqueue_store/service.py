@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+import referencing
+import referencing.exceptions
+import referencing.jsonschema
 
 from jobqueue_store import codec, validation
 from jobqueue_store.auth import Principal
@@ -42,6 +45,58 @@ class StreamPage:
 
     entries: list[Event]
     next_after: int | None
+
+
+_NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry()
+"""An empty registry: a request_schema's ``$ref`` to another document is never fetched (the
+default would fetch any URL, blocking the loop, on a driver's say-so)."""
+
+_NOT_SCHEMAS = frozenset({"enum", "const", "examples", "default"})
+"""Keywords whose values are data, not subschemas: a ``$ref`` key inside them is not a reference."""
+
+
+def _references(node: Any) -> list[str]:
+    """Every ``$ref`` / ``$dynamicRef`` string in a schema, data keywords excluded."""
+    if isinstance(node, list):
+        return [ref for item in node for ref in _references(item)]
+    if not isinstance(node, dict):
+        return []
+    out: list[str] = []
+    for key, value in node.items():
+        if key in ("$ref", "$dynamicRef") and isinstance(value, str):
+            out.append(value)
+        elif key not in _NOT_SCHEMAS:
+            out.extend(_references(value))
+    return out
+
+
+def _has_nested_id(node: Any, root: bool = True) -> bool:
+    if isinstance(node, list):
+        return any(_has_nested_id(item, False) for item in node)
+    if not isinstance(node, dict):
+        return False
+    if not root and isinstance(node.get("$id"), str):
+        return True
+    return any(_has_nested_id(v, False) for k, v in node.items() if k not in _NOT_SCHEMAS)
+
+
+def _unresolvable_reference(schema: dict[str, Any]) -> str | None:
+    """The first reference of ``schema`` that does not resolve within it, or ``None``.
+
+    Schemas with nested ``$id`` (where references resolve against several bases) are not checked
+    here; their unresolvable references are caught when a request is validated.
+    """
+    if _has_nested_id(schema):
+        return None
+    resource = referencing.jsonschema.DRAFT202012.create_resource(schema)
+    base = resource.id() or ""
+    resolver = _NO_RETRIEVAL.with_resource(base, resource).resolver(base_uri=base)
+    for ref in _references(schema):
+        try:
+            resolver.lookup(ref)
+        except referencing.exceptions.Unresolvable:
+            return ref
+    return None
 
 
 def _require_role(principal: Principal, *roles: Role) -> None:
@@ -137,6 +192,12 @@ class JobService:
                 raise BadRequest(
                     f'"request_schema" is not a valid JSON Schema: {exc.message}.'
                 ) from None
+            unresolvable = _unresolvable_reference(schema)
+            if unresolvable is not None:
+                raise BadRequest(
+                    f'"request_schema" refers to {unresolvable!r}, which it does not contain: '
+                    "the store never fetches other documents, so a $ref must point inside it."
+                )
         return await self.store.put_datasource(Datasource(dsid, description, schema))
 
     async def catalogue(self, principal: Principal) -> list[Datasource]:
@@ -250,9 +311,15 @@ class JobService:
         key = codec.canonical(schema)
         cached = self._validators.get(datasource.id)
         if cached is None or cached[0] != key:
-            validator = jsonschema.validators.validator_for(schema)(schema)
+            validator = jsonschema.validators.validator_for(schema)(schema, registry=_NO_RETRIEVAL)
             self._validators[datasource.id] = cached = (key, validator)
-        error = jsonschema.exceptions.best_match(cached[1].iter_errors(request))
+        try:
+            error = jsonschema.exceptions.best_match(cached[1].iter_errors(request))
+        except referencing.exceptions.Unresolvable as exc:
+            raise BadRequest(
+                f"Datasource '{datasource.id}''s request_schema has a $ref that does not resolve "
+                f"({exc}): its driver must declare it again with a schema that is complete."
+            ) from None
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(the whole request)"
             raise BadRequest(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +14,7 @@ JOB_FIELDS = frozenset({"job", "request", "client"})
 UPDATE_FIELDS = frozenset({"status", "response", "error", "progress"})
 DATASOURCE_FIELDS = frozenset({"description", "request_schema"})
 MAX_ERROR_TEXT = 64 * 1024
+_INTEGER_RE = re.compile(r"-?[0-9]{1,30}")
 
 
 def _object(body: Any, what: str) -> dict[str, Any]:
@@ -112,6 +114,8 @@ def datasource_body(body: Any) -> tuple[str, dict[str, Any] | None]:
     schema = obj.get("request_schema")
     if schema is not None and not isinstance(schema, dict | bool):
         raise BadRequest('"request_schema" must be a JSON Schema (an object).')
+    if isinstance(schema, dict) and not isinstance(schema.get("$schema", ""), str):
+        raise BadRequest('"request_schema"\'s "$schema" must be the URI of a JSON Schema dialect.')
     if isinstance(schema, bool):
         schema = {} if schema else {"not": {}}
     return description, schema
@@ -136,10 +140,10 @@ def integer(value: str | None, name: str, *, default: int, minimum: int, maximum
     """An integer query value within bounds."""
     if value is None:
         return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise BadRequest(f"?{name}= must be a whole number.") from None
+    # int() alone would also take " 7", "1_000" and non-ASCII digits.
+    if not _INTEGER_RE.fullmatch(value):
+        raise BadRequest(f"?{name}= must be a whole number.")
+    number = int(value)
     if not minimum <= number <= maximum:
         raise BadRequest(f"?{name}= must be from {minimum} to {maximum}.")
     return number

@@ -596,7 +596,7 @@ class SQLiteStore(Store):
             raise errors.BadRequest(f"The page limit must be at least 1, not {limit}.")
         before = _MAX_INT64
         if cursor is not None:
-            if not _CURSOR_RE.fullmatch(cursor):
+            if not _CURSOR_RE.fullmatch(cursor) or int(cursor) > _MAX_INT64:
                 raise errors.BadRequest(
                     f"The cursor {cursor!r} is not one this store handed out: pass the 'next' "
                     "value of the previous page unchanged."

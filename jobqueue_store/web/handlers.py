@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from jobqueue_store import audit, codec, openapi, validation
 from jobqueue_store.errors import BadRequest, Forbidden, TooLarge, UnsupportedMediaType
@@ -40,7 +41,13 @@ async def read_json(request: web.Request) -> Any:
         raise UnsupportedMediaType(
             f"The body must be JSON with 'Content-Type: application/json', not '{mimetype}'."
         )
-    data = await request.read()
+    try:
+        data = await request.read()
+    except RequestPayloadError:
+        # e.g. a Content-Encoding the body is not in: the payload cannot be decoded.
+        raise BadRequest(
+            "The request body could not be read: check its Content-Encoding (or send none)."
+        ) from None
     # orjson itself refuses nesting deeper than 1024 as soon as it reaches it; the store's own
     # limit is lower (orjson cannot encode more than 254 levels). Counting brackets is an upper
     # bound on depth, in C, so only bodies with many brackets are walked.
