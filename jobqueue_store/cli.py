@@ -174,8 +174,23 @@ async def serve(
         await _serve_app(app, settings, access_log=access_log)
 
 
+def _raise_open_files_limit() -> None:
+    """Lift the soft limit on open files to the hard one: every websocket is a descriptor, and
+    the default soft limit (often 1024) is far below ``--max-connections``."""
+    try:
+        import resource  # POSIX only
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError) as exc:
+        log.warning("could not raise the open files limit: %s", exc)
+
+
 async def _serve_app(app: web.Application, settings: Settings, *, access_log: bool) -> None:
     from jobqueue_store.web.access_log import RedactingAccessLogger
+
+    _raise_open_files_limit()
 
     runner = web.AppRunner(
         app,
