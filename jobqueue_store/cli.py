@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
         "SQLite file or postgresql:// DSN; empty: <data-dir>/jobqueue.sqlite3",
     )
     add_option(serve, "synchronous", "FULL", "SQLite synchronous pragma: FULL, NORMAL or OFF")
+    add_option(
+        serve,
+        "workers",
+        "1",
+        "store processes sharing the port (SO_REUSEPORT); more than 1 needs a postgresql:// "
+        "database",
+    )
+    add_option(serve, "reuse-port", "off", "'on' to bind with SO_REUSEPORT (set for workers)")
     add_option(serve, "max-body", str(Limits().max_body), "largest request body in bytes")
     add_option(serve, "max-wait", str(Limits().max_wait), "longest ?wait= in seconds")
     add_option(serve, "submits-per-second", "0", "per-client submit rate limit (0: off)")
@@ -144,6 +153,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         database=args.database,
         synchronous=args.synchronous.upper(),
         root_key=args.root_key,
+        workers=int(args.workers),
+        reuse_port=args.reuse_port == "on" or int(args.workers) > 1,
         retention_days=float(args.retention_days),
         audit_log=args.audit_log,
         limits=limits,
@@ -200,7 +211,9 @@ async def _serve_app(app: web.Application, settings: Settings, *, access_log: bo
         handle_signals=False,
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+    site = web.TCPSite(
+        runner, settings.host, settings.port, backlog=1024, reuse_port=settings.reuse_port or None
+    )
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -214,6 +227,41 @@ async def _serve_app(app: web.Application, settings: Settings, *, access_log: bo
     finally:
         log.info("shutting down")
         await runner.cleanup()
+
+
+def serve_workers(settings: Settings, argv: Sequence[str]) -> int:
+    """``serve --workers N``: this process and N-1 children, one PostgreSQL store each, all
+    bound to one port with SO_REUSEPORT (the kernel spreads connections over them). They share
+    the database, so notifications and ``?wait=`` cross processes. SIGTERM or SIGINT to this
+    process stops them all."""
+    if not settings.database.startswith(("postgresql://", "postgres://")):
+        print(
+            "jobqueue-store serve: --workers above 1 needs --database postgresql://...: an "
+            "SQLite store is served by one process (its single writer is what keeps seq and "
+            "timestamps in order).",
+            file=sys.stderr,
+        )
+        return 2
+    child_argv = [
+        sys.executable,
+        "-m",
+        "jobqueue_store",
+        *argv,
+        "--workers",
+        "1",
+        "--reuse-port",
+        "on",
+    ]
+    children = [subprocess.Popen(child_argv) for _ in range(settings.workers - 1)]
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            _run(serve(settings))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        codes = [child.wait() for child in children]
+    return 0 if all(code == 0 for code in codes) else 1
 
 
 def _reload_keys(app: web.Application, settings: Settings) -> None:
@@ -286,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 format="%(asctime)s %(levelname)s %(name)s %(message)s",
             )
             settings = settings_from(args)
+            if settings.workers > 1 and not args.migrate_only:
+                return serve_workers(settings, list(argv if argv is not None else sys.argv[1:]))
             with contextlib.suppress(KeyboardInterrupt):
                 _run(
                     serve(

@@ -52,6 +52,9 @@ class Settings:
     root_key: str = ""
     """``<id>:<hex>[,...]`` root keys shared by several processes; empty: the data dir's file."""
     token_cache_size: int = 10_000
+    workers: int = 1
+    """Store processes serving one port (SO_REUSEPORT); more than 1 needs PostgreSQL."""
+    reuse_port: bool = False
     retention_days: float = 7.0
     """Terminal jobs older than this are purged with their log entries (0: keep forever)."""
     audit_log: str = "-"
