@@ -29,11 +29,9 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import asyncpg
@@ -58,13 +56,13 @@ from jobqueue_store.models import (
     now_ms,
 )
 from jobqueue_store.storage.base import Store
+from jobqueue_store.storage.migrations import packaged
 
 log = logging.getLogger(__name__)
 
 # First key of the two-key advisory locks; the second is hashtext() of a per-schema name, so
 # stores on different schemas of one database do not serialise each other.
 _LOCK_CLASS = 0x4A51
-_MIGRATION_RE = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
 _CACHE_TTL = 1.0
 _POLL_INTERVAL = 1.0
 _BATCH_MAX = 500
@@ -230,18 +228,8 @@ def _channel_for(schema: str) -> str:
 
 
 def migrations() -> list[tuple[int, str]]:
-    """The numbered PostgreSQL migrations shipped with the package, as ``(version, sql)``."""
-    folder = resources.files("jobqueue_store.storage").joinpath("sql", "postgres")
-    found: list[tuple[int, str]] = []
-    for entry in folder.iterdir():
-        match = _MIGRATION_RE.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.read_text(encoding="utf-8")))
-    found.sort()
-    versions = [v for v, _ in found]
-    if versions != list(range(1, len(versions) + 1)):
-        raise StoreError(f"PostgreSQL migrations are not numbered 1..n without gaps: {versions}.")
-    return found
+    """The packaged PostgreSQL migrations as ``(version, sql)``, in version order."""
+    return packaged("postgres")
 
 
 # A write command: given the connection (inside the batch transaction) and the seq its event

@@ -27,7 +27,6 @@ import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -45,6 +44,7 @@ from jobqueue_store.models import (
     now_ms,
 )
 from jobqueue_store.storage.base import Store
+from jobqueue_store.storage.migrations import packaged
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ T = TypeVar("T")
 
 SYNCHRONOUS_VALUES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 BUSY_TIMEOUT_MS = 5000
-_MIGRATION_RE = re.compile(r"(\d+)_[A-Za-z0-9_]+\.sql")
 _CURSOR_RE = re.compile(r"[1-9][0-9]{0,18}")
 _MAX_INT64 = 2**63 - 1
 
@@ -172,17 +171,7 @@ def _no_job(dsid: str, job: str) -> errors.NotFound:
 
 def migrations() -> list[tuple[int, str]]:
     """The packaged SQLite migrations as ``(version, sql)``, in version order."""
-    folder = resources.files("jobqueue_store.storage").joinpath("sql", "sqlite")
-    found: list[tuple[int, str]] = []
-    for entry in folder.iterdir():
-        match = _MIGRATION_RE.fullmatch(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.read_text(encoding="utf-8")))
-    found.sort()
-    versions = [v for v, _ in found]
-    if versions != list(range(1, len(versions) + 1)):
-        raise RuntimeError(f"SQLite migrations must be numbered 1..n without gaps: {versions}")
-    return found
+    return packaged("sqlite")
 
 
 class SQLiteStore(Store):
