@@ -12,17 +12,18 @@ refused before its token was verified); ``action`` is the route name (``unmatche
 paths); ``code`` is the error code of a refused request. The token and the request body are
 never logged.
 
-:class:`AuditLog` sends the lines to a file or standard error from a background thread (a
-``QueueHandler`` in front of a ``QueueListener``), so the event loop never waits for the disk.
+:class:`AuditLog` sends the lines to a file or standard error from a background thread, so the
+event loop never waits for the disk. While no ``AuditLog`` is open the lines go to the logger.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import logging.handlers
 import os
 import queue
 import sys
+import threading
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TextIO
@@ -80,27 +81,28 @@ def emit(
     request: web.Request, status: int, code: str | None, principal: Principal | None = None
 ) -> None:
     """Log the audit line of ``request`` if it is a write (and the audit log is on)."""
-    if request.method in WRITE_METHODS and log.isEnabledFor(logging.INFO):
+    if request.method not in WRITE_METHODS:
+        return
+    lines = _open_lines
+    if lines is not None:  # an AuditLog is open: hand the line to its writer thread
+        lines.put(codec.dumps_str(audit_record(request, status, code, principal)))
+    elif log.isEnabledFor(logging.INFO):
         line = codec.dumps_str(audit_record(request, status, code, principal))
         # makeRecord + handle: log.info() would also walk the stack to find the caller, which
         # costs more than the rest of the line together.
         log.handle(log.makeRecord(LOGGER_NAME, logging.INFO, __file__, 0, line, (), None))
 
 
-class _QueueHandler(logging.handlers.QueueHandler):
-    """Enqueues the record itself: its message is already the final line and no other handler
-    sees it (the audit logger does not propagate while open), so there is nothing to copy."""
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
+# The queue of the open AuditLog's writer thread; None: lines go through the logger (so that an
+# application embedding the store, or a test, can capture them).
+_open_lines: queue.SimpleQueue[str | None] | None = None
 
 
-class _LineWriter(logging.Handler):
-    """Writes each record's message as one line, buffered; flushed when the queue runs dry. A
-    file is reopened at flush time if it was moved or deleted (log rotation)."""
+class _LineWriter:
+    """Writes lines to a file or standard error, buffered. A file is reopened at flush time if
+    it was moved or deleted (log rotation)."""
 
     def __init__(self, target: str) -> None:
-        super().__init__()
         self._path = None if target == STDERR else target
         self._stream: TextIO = sys.stderr
         self._file_id: tuple[int, int] | None = None
@@ -113,14 +115,12 @@ class _LineWriter(logging.Handler):
         stat = os.fstat(self._stream.fileno())
         self._file_id = (stat.st_dev, stat.st_ino)
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def write(self, lines: list[str]) -> None:
+        """Write ``lines``, each followed by a newline, and flush."""
+        if not lines:
+            return
         try:
-            self._stream.write(record.getMessage() + "\n")
-        except Exception:
-            self.handleError(record)
-
-    def flush(self) -> None:
-        try:
+            self._stream.write("\n".join(lines) + "\n")
             self._stream.flush()
             if self._path is None:
                 return
@@ -132,48 +132,47 @@ class _LineWriter(logging.Handler):
             if moved:
                 self._stream.close()
                 self._open()
-        except OSError:
-            self.handleError(logging.makeLogRecord({"msg": "audit log flush failed"}))
+        except OSError as exc:
+            print(f"jobqueue-store: the audit log cannot be written: {exc}", file=sys.stderr)
 
     def close(self) -> None:
-        self.flush()
+        """Close the file (standard error stays open)."""
         if self._path is not None:
             self._stream.close()
-        super().close()
 
 
-class _Listener(logging.handlers.QueueListener):
-    """A queue listener that flushes its handlers whenever it has caught up with the queue."""
-
-    def __init__(
-        self, records: queue.SimpleQueue[logging.LogRecord], handler: logging.Handler
-    ) -> None:
-        super().__init__(records, handler)
-        self._records = records
-
-    def dequeue(self, block: bool) -> logging.LogRecord:
-        if block and self._records.empty():
-            for handler in self.handlers:
-                handler.flush()
-        return self._records.get(block)
+def _write_lines(lines: queue.SimpleQueue[str | None], sink: _LineWriter) -> None:
+    """The writer thread: take every queued line at once, write them, flush; ``None`` stops."""
+    while True:
+        batch = [lines.get()]
+        with contextlib.suppress(queue.Empty):
+            while len(batch) < 10_000:
+                batch.append(lines.get_nowait())
+        done = None in batch
+        sink.write([line for line in batch if line is not None])
+        if done:
+            return
 
 
 class AuditLog:
     """Where the audit lines go while it is open: ``target`` is a file path (appended to, and
     reopened if moved away by log rotation), ``-`` for standard error, or ``off``.
 
-    Use as a context manager around the server's life; closing flushes the queued lines.
+    Lines are handed to a writer thread, which writes whatever has queued up in one go, so the
+    event loop never waits for the disk and pays little per line. Use as a context manager
+    around the server's life; closing writes the queued lines.
     """
 
     def __init__(self, target: str) -> None:
         self.target = target.strip() or STDERR
-        self._listener: logging.handlers.QueueListener | None = None
-        self._queue_handler: logging.Handler | None = None
-        self._sink: logging.Handler | None = None
+        self._lines: queue.SimpleQueue[str | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._sink: _LineWriter | None = None
         self._saved: tuple[int, bool, bool] | None = None
 
     def open(self) -> None:
         """Start sending audit lines to the target."""
+        global _open_lines
         if self._saved is not None:
             raise RuntimeError("The audit log is already open.")
         self._saved = (log.level, log.propagate, log.disabled)
@@ -182,29 +181,31 @@ class AuditLog:
         if self.target.lower() == OFF:
             log.disabled = True
             return
-        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
         self._sink = _LineWriter(self.target)
-        self._queue_handler = _QueueHandler(records)
-        self._listener = _Listener(records, self._sink)
-        self._listener.start()
-        log.setLevel(logging.INFO)
-        log.disabled = False
-        log.addHandler(self._queue_handler)
+        self._lines = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=_write_lines, args=(self._lines, self._sink), name="audit-log", daemon=True
+        )
+        self._thread.start()
+        _open_lines = self._lines
 
     def close(self) -> None:
         """Write the queued lines, close the target and restore the logger."""
+        global _open_lines
         if self._saved is None:
             return
-        if self._queue_handler is not None:
-            log.removeHandler(self._queue_handler)
-        if self._listener is not None:
-            self._listener.stop()
+        if self._lines is not None:
+            if _open_lines is self._lines:
+                _open_lines = None
+            self._lines.put(None)
+        if self._thread is not None:
+            self._thread.join()
         if self._sink is not None:
             self._sink.close()
         level, log.propagate, log.disabled = self._saved
         log.setLevel(level)
         self._saved = None
-        self._listener = self._queue_handler = self._sink = None
+        self._lines = self._thread = self._sink = None
 
     def __enter__(self) -> AuditLog:
         self.open()
