@@ -229,11 +229,15 @@ class SQLiteStore(Store):
                 self._idle_readers.put_nowait(conn)
             self._datasources, self._last_ts = await _in_thread(self._writer_conn, self._load_state)
             self._inline = self._connect_inline()
-        except sqlite3.Error as exc:
+        except BaseException as exc:
+            # Whatever failed (or a cancellation), close what was opened: each aiosqlite
+            # connection owns a non-daemon thread that would keep the process alive.
             await self._close_connections()
-            raise errors.Unavailable(
-                f"The SQLite database {self.path} cannot be opened: {exc}."
-            ) from exc
+            if isinstance(exc, sqlite3.Error | ValueError):  # ValueError: undecodable JSON
+                raise errors.Unavailable(
+                    f"The SQLite database {self.path} cannot be opened: {exc}."
+                ) from exc
+            raise
         self._accepting = True
         self._writer_task = asyncio.create_task(self._writer(), name="sqlite-writer")
 
@@ -541,13 +545,17 @@ class SQLiteStore(Store):
         """Run ``fn(db, *args)`` on an idle read connection's thread."""
         if not self._reader_conns:
             raise errors.Unavailable("The store is not open.")
-        conn = await self._idle_readers.get()
+        # Hand the connection back to the queue it came from: close() replaces the queue, and
+        # reads still waiting on the old one are only woken by connections handed back to it
+        # (closed, or closing: they then fail with Unavailable instead of waiting forever).
+        idle = self._idle_readers
+        conn = await idle.get()
         try:
             return await _in_thread(conn, fn, *args)
         except (sqlite3.Error, ValueError) as exc:
             raise errors.Unavailable(f"The database cannot be read: {exc}.") from exc
         finally:
-            self._idle_readers.put_nowait(conn)
+            idle.put_nowait(conn)
 
     async def _point_read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a small indexed read ``fn(db, *args)`` on the loop's thread; if SQLite would have

@@ -1,0 +1,72 @@
+"""Regression tests for defects found in the correctness review of the stores.
+
+Each test failed before its fix. Both defects were in the SQLite store; the PostgreSQL store was
+reviewed for the same faults (see the review report) and needs no test of its own here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from jobqueue_store import errors
+from jobqueue_store.models import Datasource
+from jobqueue_store.storage.sqlite import SQLiteStore
+
+# Generous: these bounds only turn a hang into a failure, they measure nothing.
+HANG_GUARD_S = 10.0
+
+
+def _aiosqlite_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if "_connection_worker_thread" in t.name}
+
+
+async def test_sqlite_reads_waiting_for_a_connection_end_when_the_store_closes(
+    tmp_path: Path,
+) -> None:
+    # One reader connection: every read but the first waits for it. close() used to swap the
+    # idle queue for a new one, so the waiting reads were never woken: they hung forever.
+    store = SQLiteStore(tmp_path / "jobqueue.sqlite3", readers=1)
+    await store.open()
+    await store.put_datasource(Datasource("ds1"))
+    reads = [asyncio.create_task(store.list_jobs("ds1", None)) for _ in range(5)]
+    await asyncio.sleep(0)  # every read has taken the connection or is waiting for it
+    await store.close()
+    done, pending = await asyncio.wait(reads, timeout=HANG_GUARD_S)
+    for task in pending:
+        task.cancel()
+    assert not pending, f"{len(pending)} reads still wait after close()"
+    for task in done:
+        exc = task.exception()
+        # A read may have finished before the connections closed; any other is a 503.
+        assert exc is None or isinstance(exc, errors.Unavailable), exc
+
+
+async def test_sqlite_failed_open_closes_its_connections(tmp_path: Path) -> None:
+    path = tmp_path / "jobqueue.sqlite3"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.put_datasource(Datasource("ds1", request_schema={"type": "object"}))
+    await store.close()
+    # A stored request schema that is not JSON: open() fails after its connections are made.
+    db = sqlite3.connect(path)
+    db.execute("UPDATE datasources SET request_schema = x'7b'")
+    db.commit()
+    db.close()
+
+    before = _aiosqlite_threads()
+    broken = SQLiteStore(path)
+    with pytest.raises(errors.Unavailable, match="cannot be opened"):
+        await broken.open()
+    # Each aiosqlite connection runs a non-daemon thread: one left open keeps the process alive.
+    leaked = _aiosqlite_threads() - before
+    for thread in leaked:
+        thread.join(HANG_GUARD_S)
+    assert not [t for t in leaked if t.is_alive()], "open() left connections open"
+    with pytest.raises(errors.Unavailable):
+        await broken.list_jobs("ds1", None)
+    await broken.close()  # still safe after a failed open
