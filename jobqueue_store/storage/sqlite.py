@@ -313,6 +313,8 @@ class SQLiteStore(Store):
             ).fetchone()
             if row is not None:
                 last_ts[dsid] = row[0]
+        for dsid, timestamp in db.execute("SELECT datasource_id, timestamp FROM last_timestamps"):
+            last_ts[dsid] = max(last_ts.get(dsid, 0), timestamp)
         return datasources, last_ts
 
     # datasources --------------------------------------------------------------------------------
@@ -723,6 +725,16 @@ def _purge(db: sqlite3.Connection, older_than_ms: int, limit: int) -> int:
         "ORDER BY updated_at LIMIT ?",
         (older_than_ms, limit),
     ).fetchall()
+    # The newest events may go: keep each datasource's last timestamp for the next start.
+    for dsid in {dsid for _, dsid, _ in jobs}:
+        db.execute(
+            "INSERT INTO last_timestamps (datasource_id, timestamp) "
+            "SELECT datasource_id, timestamp FROM events WHERE datasource_id = ? "
+            "ORDER BY seq DESC LIMIT 1 "
+            "ON CONFLICT (datasource_id) DO UPDATE "
+            "SET timestamp = max(timestamp, excluded.timestamp)",
+            (dsid,),
+        )
     top = 0
     for _, dsid, job in jobs:
         deleted = db.execute(

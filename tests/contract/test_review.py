@@ -70,3 +70,34 @@ async def test_sqlite_failed_open_closes_its_connections(tmp_path: Path) -> None
     with pytest.raises(errors.Unavailable):
         await broken.list_jobs("ds1", None)
     await broken.close()  # still safe after a failed open
+
+
+async def test_timestamps_never_decrease_after_the_newest_events_are_purged(
+    backend: str, tmp_path: Path, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purge that removes a datasource's newest events, a restart, and a clock that stepped
+    back: the next entry's timestamp is still not below the ones handed out before."""
+    from jobqueue_store.models import Status, StatusUpdate, now_ms
+    from tests.conftest import _drop_schema, make_store
+
+    store = make_store(backend, tmp_path, pg_schema)
+    await store.open()
+    try:
+        await store.put_datasource(Datasource("ds"))
+        await store.submit("ds", "old", "app", 1)
+        await store.update_status("ds", "old", StatusUpdate(Status.COMPLETE))
+        before = (await store.events_after("ds", 0))[-1].timestamp
+        assert await store.purge(now_ms() + 1) == 1
+        assert await store.events_after("ds", 0) == []
+        await store.close()
+        past = before - 60_000
+        monkeypatch.setattr("jobqueue_store.storage.sqlite.now_ms", lambda: past)
+        store = make_store(backend, tmp_path, pg_schema)
+        await store.open()
+        await store.submit("ds", "new", "app", 2)
+        (entry,) = await store.events_after("ds", 0)
+        assert entry.timestamp >= before
+    finally:
+        await store.close()
+        if backend == "postgres":
+            await _drop_schema(pg_schema)
