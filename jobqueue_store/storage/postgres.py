@@ -76,6 +76,9 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     # A connection cut mid-operation (server restarted) can leave asyncpg's pool or protocol
     # state inconsistent, reported as an "internal client error": the database went away.
     asyncpg.InternalClientError,
+    # A standby during failover refuses writes; a lock_timeout set by the operator expired.
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.LockNotAvailableError,
     asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,
     asyncpg.InsufficientResourcesError,

@@ -661,7 +661,7 @@ class SQLiteStore(Store):
             f"SELECT {_EVENT_COLUMNS} FROM events "
             "WHERE datasource_id = :ds AND type != 'status' AND seq > max(:after, coalesce(("
             "  SELECT seq - 1 FROM events WHERE datasource_id = :ds AND type != 'status'"
-            "  AND timestamp >= :ts ORDER BY timestamp LIMIT 1), :never))"
+            "  AND timestamp >= :ts ORDER BY timestamp, seq LIMIT 1), :never))"
             " ORDER BY seq LIMIT :limit"
         )
         args = {"ds": dsid, "after": after_seq, "ts": timestamp, "never": _MAX_INT64}
