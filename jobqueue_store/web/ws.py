@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections import Counter
 from typing import Final
@@ -350,7 +351,9 @@ async def _subscription(request: web.Request, *, driver: bool) -> web.StreamResp
         await _check_not_purged(app, after)
     limits = app[SETTINGS].limits
     ws = web.WebSocketResponse(
-        heartbeat=limits.ws_heartbeat,
+        # Each socket's own interval (+-20%): sockets opened together would otherwise ping
+        # together, every interval, in one burst on the loop.
+        heartbeat=limits.ws_heartbeat * random.uniform(0.8, 1.2),
         max_msg_size=limits.max_ws_message,
         timeout=limits.ws_send_timeout,
         # Notifications are small; a deflate context per socket would cost far more memory.
