@@ -36,8 +36,26 @@ def cancel_entry_data(record: JobRecord) -> dict[str, Any]:
 
 
 def same_request(a: Any, b: Any) -> bool:
-    """Whether two ``request`` values are the same JSON (object key order does not matter)."""
-    return a == b or codec.canonical(a) == codec.canonical(b)
+    """Whether two ``request`` values are the same JSON (object key order does not matter).
+
+    ``true`` is not ``1`` and ``false`` is not ``0`` (Python's ``==`` says they are); an integer
+    and a float of the same value are the same JSON number.
+    """
+    if a != b:
+        return False
+    # Loosely equal: the sorted encodings settle it in C unless a bool or a float is involved.
+    return codec.canonical(a) == codec.canonical(b) or _strictly_equal(a, b)
+
+
+def _strictly_equal(a: Any, b: Any) -> bool:
+    """``a == b`` for decoded JSON values, with booleans distinct from numbers."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, dict):
+        return isinstance(b, dict) and all(_strictly_equal(v, b[k]) for k, v in a.items())
+    if isinstance(a, list):
+        return isinstance(b, list) and all(_strictly_equal(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def decide_submit(
