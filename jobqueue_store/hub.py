@@ -1,8 +1,9 @@
 """In-process pub/sub: committed events fanned out to subscribers' bounded queues.
 
 The store hands every committed event to :meth:`Hub.publish`, in ``seq`` order. Each event goes
-to three channels: the job's (``?wait=`` long-polls), its client's on its datasource (client
-subscriptions), and, for request-stream entries, the datasource's stream (driver subscriptions).
+to the job's channel (``?wait=`` long-polls), its client's on its datasource (client
+subscriptions), the datasource's (an admin's client subscription) and, for request-stream
+entries, the datasource's stream (driver subscriptions).
 Publishing never awaits: each subscriber has its own bounded queue; one that is full is marked
 overflowed and receives nothing more, so a slow subscriber cannot stall the others.
 """
@@ -26,6 +27,11 @@ def job_channel(dsid: str, job: str) -> Channel:
 def client_channel(dsid: str, client: str) -> Channel:
     """Changes of one client's jobs on one datasource."""
     return ("client", dsid, client)
+
+
+def datasource_channel(dsid: str) -> Channel:
+    """Changes of every client's jobs on one datasource (an admin's view)."""
+    return ("datasource", dsid)
 
 
 def stream_channel(dsid: str) -> Channel:
@@ -146,5 +152,6 @@ class Hub:
 def _channels_of(event: Event) -> Iterable[Channel]:
     yield job_channel(event.datasource_id, event.job)
     yield client_channel(event.datasource_id, event.client)
+    yield datasource_channel(event.datasource_id)
     if event.in_request_stream:
         yield stream_channel(event.datasource_id)

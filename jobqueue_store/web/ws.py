@@ -36,9 +36,16 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from jobqueue_store import codec, validation
 from jobqueue_store.auth import Principal
 from jobqueue_store.config import Limits
-from jobqueue_store.errors import BadRequest, Forbidden, StoreError, TooMany, Unavailable
-from jobqueue_store.hub import Channel, Hub, Subscription, client_channel, stream_channel
-from jobqueue_store.models import Event, Role
+from jobqueue_store.errors import BadRequest, StoreError, TooMany, Unavailable
+from jobqueue_store.hub import (
+    Channel,
+    Hub,
+    Subscription,
+    client_channel,
+    datasource_channel,
+    stream_channel,
+)
+from jobqueue_store.models import Event
 from jobqueue_store.storage.base import Store
 from jobqueue_store.web.keys import HUB, SERVICE, SETTINGS, STORE, SUBSCRIBERS, principal_of
 
@@ -108,9 +115,13 @@ class _Socket:
         self.client = client
         self.driver = driver
         self.after = after
-        self.channel: Channel = (
-            stream_channel(dsid) if driver else client_channel(dsid, client or "")
-        )
+        self.channel: Channel
+        if driver:
+            self.channel = stream_channel(dsid)
+        elif client is None:  # an admin: every client's notifications
+            self.channel = datasource_channel(dsid)
+        else:
+            self.channel = client_channel(dsid, client)
         self.sub: Subscription | None = None
         self.sender: asyncio.Task[None] | None = None
         self.closing = False
@@ -342,10 +353,6 @@ async def _subscription(request: web.Request, *, driver: bool) -> web.StreamResp
     principal: Principal = principal_of(request)
     dsid = request.match_info["dsid"]
     await app[SERVICE].authorize_subscription(principal, dsid, driver=driver)
-    if not driver and principal.role is not Role.CLIENT:
-        raise Forbidden(
-            "GET /sub/<DSID>/job streams one client's own jobs: connect with a client token."
-        )
     after = _after(request)
     if after:
         await _check_not_purged(app, after)
