@@ -12,12 +12,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
-import referencing
-import referencing.exceptions
-import referencing.jsonschema
-
-from jobqueue_store import codec, validation
+from jobqueue_store import request_schema, validation
 from jobqueue_store.auth import Principal
 from jobqueue_store.errors import BadRequest, Forbidden, NotFound
 from jobqueue_store.hub import Hub, Subscription, job_channel
@@ -47,58 +42,6 @@ class StreamPage:
     next_after: int | None
 
 
-_NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry()
-"""An empty registry: a request_schema's ``$ref`` to another document is never fetched (the
-default would fetch any URL, blocking the loop, on a driver's say-so)."""
-
-_NOT_SCHEMAS = frozenset({"enum", "const", "examples", "default"})
-"""Keywords whose values are data, not subschemas: a ``$ref`` key inside them is not a reference."""
-
-
-def _references(node: Any) -> list[str]:
-    """Every ``$ref`` / ``$dynamicRef`` string in a schema, data keywords excluded."""
-    if isinstance(node, list):
-        return [ref for item in node for ref in _references(item)]
-    if not isinstance(node, dict):
-        return []
-    out: list[str] = []
-    for key, value in node.items():
-        if key in ("$ref", "$dynamicRef") and isinstance(value, str):
-            out.append(value)
-        elif key not in _NOT_SCHEMAS:
-            out.extend(_references(value))
-    return out
-
-
-def _has_nested_id(node: Any, root: bool = True) -> bool:
-    if isinstance(node, list):
-        return any(_has_nested_id(item, False) for item in node)
-    if not isinstance(node, dict):
-        return False
-    if not root and isinstance(node.get("$id"), str):
-        return True
-    return any(_has_nested_id(v, False) for k, v in node.items() if k not in _NOT_SCHEMAS)
-
-
-def _unresolvable_reference(schema: dict[str, Any]) -> str | None:
-    """The first reference of ``schema`` that does not resolve within it, or ``None``.
-
-    Schemas with nested ``$id`` (where references resolve against several bases) are not checked
-    here; their unresolvable references are caught when a request is validated.
-    """
-    if _has_nested_id(schema):
-        return None
-    resource = referencing.jsonschema.DRAFT202012.create_resource(schema)
-    base = resource.id() or ""
-    resolver = _NO_RETRIEVAL.with_resource(base, resource).resolver(base_uri=base)
-    for ref in _references(schema):
-        try:
-            resolver.lookup(ref)
-        except referencing.exceptions.Unresolvable:
-            return ref
-    return None
-
-
 def _require_role(principal: Principal, *roles: Role) -> None:
     if principal.role not in roles:
         names = " or ".join(r.value for r in roles)
@@ -114,7 +57,7 @@ class JobService:
         self.store = store
         self.hub = hub
         self.quotas = quotas or Quotas()
-        self._validators: dict[str, tuple[bytes, Any]] = {}
+        self._request_validators = request_schema.Validators()
         self._waits: set[Subscription] = set()
         self._stopping = False
 
@@ -134,7 +77,7 @@ class JobService:
         job, request, body_client = validation.job_submission(body)
         client = self._submitting_client(principal, body_client)
         datasource = await self._datasource(dsid)
-        self._validate_request(datasource, request)
+        self._request_validators.validate(datasource, request)
         self.quotas.check_submit(client)
         await self._check_unfinished(dsid, job, client)
         if wait is None:
@@ -186,18 +129,7 @@ class JobService:
         validation.datasource_id(dsid)
         description, schema = validation.datasource_body(body)
         if schema is not None:
-            try:
-                jsonschema.validators.validator_for(schema).check_schema(schema)
-            except jsonschema.SchemaError as exc:
-                raise BadRequest(
-                    f'"request_schema" is not a valid JSON Schema: {exc.message}.'
-                ) from None
-            unresolvable = _unresolvable_reference(schema)
-            if unresolvable is not None:
-                raise BadRequest(
-                    f'"request_schema" refers to {unresolvable!r}, which it does not contain: '
-                    "the store never fetches other documents, so a $ref must point inside it."
-                )
+            request_schema.check(schema)
         return await self.store.put_datasource(Datasource(dsid, description, schema))
 
     async def catalogue(self, principal: Principal) -> list[Datasource]:
@@ -303,29 +235,6 @@ class JobService:
         if principal.role is Role.CLIENT and record.client != principal.client:
             raise Forbidden(f"Job '{job}' belongs to another client.")
         return record
-
-    def _validate_request(self, datasource: Datasource, request: Any) -> None:
-        schema = datasource.request_schema
-        if schema is None:
-            return
-        key = codec.canonical(schema)
-        cached = self._validators.get(datasource.id)
-        if cached is None or cached[0] != key:
-            validator = jsonschema.validators.validator_for(schema)(schema, registry=_NO_RETRIEVAL)
-            self._validators[datasource.id] = cached = (key, validator)
-        try:
-            error = jsonschema.exceptions.best_match(cached[1].iter_errors(request))
-        except referencing.exceptions.Unresolvable as exc:
-            raise BadRequest(
-                f"Datasource '{datasource.id}''s request_schema has a $ref that does not resolve "
-                f"({exc}): its driver must declare it again with a schema that is complete."
-            ) from None
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "(the whole request)"
-            raise BadRequest(
-                f"The request does not match datasource '{datasource.id}''s request_schema at "
-                f"{where}: {error.message}."
-            )
 
     def _wait_subscription(self, dsid: str, job: str) -> Subscription:
         sub = self.hub.subscribe(job_channel(dsid, job), maxsize=64)
