@@ -8,7 +8,6 @@ Time is controlled without sleeping: a purge's cutoff is taken from the records'
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -17,28 +16,9 @@ from jobqueue_store.models import Datasource, Event, JobRecord, Status, StatusUp
 from jobqueue_store.retention import DAY_MS, Retention
 from jobqueue_store.storage.base import Store
 from tests.conftest import PG_DSN, _drop_schema, make_store
+from tests.contract.conftest import Reopen
 
-Reopen = Callable[[], Awaitable[Store]]
 TERMINAL_SQL = "status IN ('complete', 'cancelled', 'forbidden', 'failed')"
-
-
-@pytest.fixture
-async def reopen(
-    store: Store, backend: str, tmp_path: Path, pg_schema: str
-) -> AsyncIterator[Reopen]:
-    """Close ``store`` and open a new store on the same database."""
-    opened: list[Store] = []
-
-    async def _reopen() -> Store:
-        await (opened[-1] if opened else store).close()
-        again = make_store(backend, tmp_path, pg_schema)
-        await again.open()
-        opened.append(again)
-        return again
-
-    yield _reopen
-    if opened:
-        await opened[-1].close()
 
 
 @pytest.fixture
