@@ -4,7 +4,7 @@
 #   docker run -d -p 8080:8080 -v jobqueue-data:/data jobqueue-store
 #   docker exec <container> jobqueue-store token --role admin
 #
-# Configuration is by JOBQUEUE_STORE_* variables (docs/operations.md).
+# Configuration is by JOBQUEUE_STORE_* variables (README.md, "Operations").
 
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
