@@ -78,7 +78,7 @@ class StoreProcess:
             *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env
         )
         assert self.proc.stdout is not None
-        lines = []
+        lines: list[bytes] = []
         while True:
             line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
             if not line:
