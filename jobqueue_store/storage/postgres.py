@@ -3,9 +3,12 @@
 Several store processes may share one database (behind a load balancer). The design:
 
 - **Writes** go through one writer task per process. It takes every pending command and runs
-  them in one transaction (group commit), each in a SAVEPOINT so that a failing command does not
-  roll back the others. Lifecycle rules are decided against the row read with ``SELECT ... FOR
-  UPDATE`` in that transaction.
+  them in one transaction (group commit) in a few round trips whatever their number: one
+  ``SELECT ... FOR UPDATE`` locks and reads every job the batch names, the lifecycle rules decide
+  each command in Python against a batch-local view (later commands see earlier ones), and one
+  statement of set-based writes stores the result. A command whose rule fails raises before it
+  changes anything, so it fails alone; a value the database refuses makes the batch run again
+  command by command, so that only that command fails.
 - **The log** (``events``) gets its ``seq`` from the one-row ``log_counter`` table, under a
   transaction-level advisory lock taken at the start of every write transaction. The lock is
   held until commit, so seq order is commit order across every process: a reader that sees
@@ -30,7 +33,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,26 +97,51 @@ _EVENT_COLUMNS = "seq, datasource_id, type, job, client, ts, record, data"
 
 _SQL_LOCK_LOG = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
 _SQL_GET_COUNTER = "SELECT seq FROM log_counter"
-_SQL_SET_COUNTER = "UPDATE log_counter SET seq = $1"
-_SQL_NOTIFY = "SELECT pg_notify($1, $2)"
-_SQL_DS_TS = "SELECT GREATEST(last_ts, $2::bigint) FROM datasources WHERE id = $1"
-_SQL_DS_BUMP = (
-    "UPDATE datasources SET last_ts = GREATEST(last_ts, $2::bigint) WHERE id = $1 RETURNING last_ts"
+# The batch's first read, after the lock: the log counter and the last timestamp of each
+# datasource the batch names (absent from the arrays: no such datasource).
+_SQL_BATCH_START = (
+    "SELECT c.seq, d.ids, d.last_ts FROM log_counter c, LATERAL ("
+    "SELECT array_agg(id) AS ids, array_agg(last_ts) AS last_ts FROM datasources "
+    "WHERE id = ANY($1::text[])) d"
 )
-_SQL_JOB_FOR_UPDATE = (
-    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE datasource_id = $1 AND job = $2 FOR UPDATE"
+_SQL_JOBS_FOR_UPDATE = (
+    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE (datasource_id, job) IN "
+    "(SELECT * FROM unnest($1::text[], $2::text[])) FOR UPDATE"
 )
 _SQL_JOB_GET = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE datasource_id = $1 AND job = $2"
-_SQL_JOB_INSERT = (
-    "INSERT INTO jobs (datasource_id, job, client, status, request, response, error, progress, "
-    "cancel_requested, version, submitted_at, updated_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+# Every write of a batch in one statement (one round trip). The data-modifying CTEs all run, and
+# none reads another's rows: new jobs are inserted, changed (pre-existing) jobs updated by id, the
+# events appended with the seqs taken under the log lock, each datasource's last_ts raised, the
+# counter set, and the notification sent (delivered at commit). Jobs are inserted in array order,
+# so their ids follow the order of submission as before.
+_SQL_BATCH_WRITE = f"""
+WITH new_jobs AS (
+    INSERT INTO jobs (datasource_id, job, client, status, request, response, error, progress,
+                      cancel_requested, version, submitted_at, updated_at)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::text[], $8::float8[], $9::boolean[], $10::integer[], $11::bigint[],
+                         $12::bigint[])
+), changed_jobs AS (
+    UPDATE jobs j SET status = v.status, response = v.response, error = v.error,
+        progress = v.progress, cancel_requested = v.cancel_requested, version = v.version,
+        updated_at = v.updated_at
+    FROM unnest($13::bigint[], $14::text[], $15::text[], $16::text[], $17::float8[],
+                $18::boolean[], $19::integer[], $20::bigint[])
+        AS v(id, status, response, error, progress, cancel_requested, version, updated_at)
+    WHERE j.id = v.id
+), new_events AS (
+    INSERT INTO events ({_EVENT_COLUMNS})
+    SELECT * FROM unnest($21::bigint[], $22::text[], $23::text[], $24::text[], $25::text[],
+                         $26::bigint[], $27::text[], $28::text[])
+), bumped AS (
+    UPDATE datasources d SET last_ts = GREATEST(d.last_ts, v.ts)
+    FROM unnest($29::text[], $30::bigint[]) AS v(id, ts)
+    WHERE d.id = v.id
+), counter AS (
+    UPDATE log_counter SET seq = $31::bigint
 )
-_SQL_JOB_UPDATE = (
-    "UPDATE jobs SET status = $2, response = $3, error = $4, progress = $5, "
-    "cancel_requested = $6, version = $7, updated_at = $8 WHERE id = $1"
-)
-_SQL_EVENT_INSERT = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+SELECT pg_notify($32, $33)
+"""
 _SQL_DS_UPSERT = (
     "INSERT INTO datasources (id, description, request_schema) VALUES ($1, $2, $3) "
     "ON CONFLICT (id) DO UPDATE SET description = EXCLUDED.description, "
@@ -235,17 +263,66 @@ def migrations() -> list[tuple[int, str]]:
     return packaged("postgres")
 
 
-# A write command: given the connection (inside the batch transaction) and the seq its event
-# would get, it returns its result and the event it appended (or None).
-_CommandFn = Callable[[asyncpg.Connection, int], Awaitable[tuple[Any, Event | None]]]
+# Write commands, queued to the writer. ----------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Submit:
+    dsid: str
+    job: str
+    client: str
+    request: Any
+    request_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Cancel:
+    dsid: str
+    job: str
+    client: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Update:
+    dsid: str
+    job: str
+    update: StatusUpdate
+
+
+@dataclass(frozen=True, slots=True)
+class _Purge:
+    older_than_ms: int
+    limit: int
+
+
+_JobOp = _Submit | _Cancel | _Update
+_Op = _JobOp | _Purge
 
 
 @dataclass(slots=True)
 class _Command:
-    fn: _CommandFn
+    op: _Op
     future: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+
+@dataclass(slots=True)
+class _Slot:
+    """A job as the batch sees it: the stored row's id (``None``: created by this batch), the
+    record after the batch's earlier commands, and the stored JSON texts of its values."""
+
+    row_id: int | None
+    record: JobRecord
+    request_text: str
+    response_text: str | None
+    dirty: bool = False
+
+
+@dataclass(slots=True)
+class _BatchWrites:
+    """The events one batch appends (as rows) and the last timestamp it gave each datasource."""
+
+    events: list[tuple[int, str, str, str, str, int, str, str | None]] = field(default_factory=list)
+    last_ts: dict[str, int] = field(default_factory=dict)
 
 
 class PostgresStore(Store):
@@ -289,7 +366,13 @@ class PostgresStore(Store):
     # lifecycle ----------------------------------------------------------------------------------
     async def open(self) -> None:
         """Connect the pool, run migrations, start the writer, publisher and listener tasks."""
-        settings = {"search_path": self.schema} if self.schema else {}
+        # Plan every execution of a prepared statement with its parameters: a generic plan is
+        # cached once, and one made while a table was empty (a seq scan) stays in use, costing
+        # O(table) per batch or log read as it grows, until the next ANALYZE (never, with
+        # autovacuum off). A startup setting, so that the pool's RESET ALL keeps it.
+        settings = {"plan_cache_mode": "force_custom_plan"}
+        if self.schema:
+            settings["search_path"] = self.schema
         try:
             self._pool = await asyncpg.create_pool(
                 self.dsn,
@@ -463,11 +546,11 @@ class PostgresStore(Store):
         return [_row_datasource(r) for r in rows]
 
     # writes -------------------------------------------------------------------------------------
-    async def _write(self, fn: _CommandFn) -> Any:
+    async def _write(self, op: _Op) -> Any:
         """Queue a command for the writer and wait until its transaction committed."""
         if self._closing or self._pool is None or self._writer is None:
             raise Unavailable("The store is shutting down: it no longer accepts writes.")
-        command = _Command(fn)
+        command = _Command(op)
         self._queue.put_nowait(command)
         return await command.future
 
@@ -476,143 +559,165 @@ class PostgresStore(Store):
     ) -> tuple[JobRecord, bool]:
         """Submit a job; return ``(record, created)``."""
         request_text = _encode(request, "request")
-
-        async def run(conn: asyncpg.Connection, seq: int) -> tuple[Any, Event | None]:
-            ts = await conn.fetchval(_SQL_DS_TS, dsid, now_ms())
-            if ts is None:
-                raise NotFound(
-                    f"Datasource '{dsid}' does not exist: its driver declares it with "
-                    f"PUT /jobs/{dsid}."
-                )
-            row = await conn.fetchrow(_SQL_JOB_FOR_UPDATE, dsid, job)
-            existing = None if row is None else _row_record(row)
-            outcome = decide_submit(
-                existing,
-                datasource_id=dsid,
-                job=job,
-                client=client,
-                request=request,
-                timestamp=ts,
-            )
-            if outcome.event is None:
-                return (outcome.record, False), None
-            ts = await conn.fetchval(_SQL_DS_BUMP, dsid, ts)
-            rec = outcome.record
-            await conn.execute(
-                _SQL_JOB_INSERT,
-                dsid,
-                job,
-                client,
-                rec.status.value,
-                request_text,
-                None,
-                None,
-                None,
-                False,
-                rec.version,
-                rec.submitted_at,
-                rec.updated_at,
-            )
-            event = await self._append(conn, seq, "request", rec, ts, request_entry_data(rec))
-            return (rec, True), event
-
-        result: tuple[JobRecord, bool] = await self._write(run)
+        result: tuple[JobRecord, bool] = await self._write(
+            _Submit(dsid, job, client, request, request_text)
+        )
         return result
 
     async def cancel(self, dsid: str, job: str, client: str | None) -> JobRecord:
         """Request cancellation; ``client`` ``None`` is an admin."""
-
-        async def run(conn: asyncpg.Connection, seq: int) -> tuple[Any, Event | None]:
-            row, ts = await self._lock_job(conn, dsid, job)
-            outcome = decide_cancel(_row_record(row), client=client, timestamp=ts)
-            if outcome.event is None:
-                return outcome.record, None
-            event = await self._save_change(conn, seq, row["id"], outcome.record, "cancel", ts)
-            return outcome.record, event
-
-        record: JobRecord = await self._write(run)
+        record: JobRecord = await self._write(_Cancel(dsid, job, client))
         return record
 
     async def update_status(self, dsid: str, job: str, update: StatusUpdate) -> JobRecord:
         """A driver's status report."""
         if update.has_response:
             _encode(update.response, "response")
-
-        async def run(conn: asyncpg.Connection, seq: int) -> tuple[Any, Event | None]:
-            row, ts = await self._lock_job(conn, dsid, job)
-            outcome = decide_update(_row_record(row), update, timestamp=ts)
-            if outcome.event is None:
-                return outcome.record, None
-            event = await self._save_change(conn, seq, row["id"], outcome.record, "status", ts)
-            return outcome.record, event
-
-        record: JobRecord = await self._write(run)
+        record: JobRecord = await self._write(_Update(dsid, job, update))
         return record
 
-    async def _lock_job(
-        self, conn: asyncpg.Connection, dsid: str, job: str
-    ) -> tuple[asyncpg.Record, int]:
-        """The job's row, locked, and the datasource's next timestamp; ``NotFound`` if none."""
-        row = await conn.fetchrow(_SQL_JOB_FOR_UPDATE, dsid, job)
-        if row is None:
-            raise NotFound(f"No job '{job}' on datasource '{dsid}'.")
-        ts: int = await conn.fetchval(_SQL_DS_TS, dsid, now_ms())
-        return row, ts
+    async def _apply_jobs(
+        self, conn: asyncpg.Connection, ops: list[_JobOp]
+    ) -> list[tuple[bool, Any]]:
+        """Run a batch of job commands in the open transaction (the log lock is held).
 
-    async def _save_change(
-        self,
-        conn: asyncpg.Connection,
-        seq: int,
-        job_id: int,
-        rec: JobRecord,
-        kind: EventType,
-        ts: int,
-    ) -> Event:
-        ts = await conn.fetchval(_SQL_DS_BUMP, rec.datasource_id, ts)
-        await conn.execute(
-            _SQL_JOB_UPDATE,
-            job_id,
-            rec.status.value,
-            _encode(rec.response, "response") if rec.has_response else None,
-            rec.error,
-            rec.progress,
-            rec.cancel_requested,
-            rec.version,
-            rec.updated_at,
+        Three round trips whatever the batch size: read the counter and the datasources' last
+        timestamps, lock every named job row, then write everything in one statement. Each
+        command is decided in Python against a batch-local view of its job (so it sees the
+        batch's earlier commands); a command whose rule or encoding fails raises before it
+        changes that view, so it fails alone.
+        """
+        dsids = list(dict.fromkeys(op.dsid for op in ops))
+        start = await conn.fetchrow(_SQL_BATCH_START, dsids)
+        assert start is not None
+        seq: int = start["seq"]
+        last_ts: dict[str, int] = dict(zip(start["ids"] or (), start["last_ts"] or (), strict=True))
+        rows = await conn.fetch(
+            _SQL_JOBS_FOR_UPDATE, [op.dsid for op in ops], [op.job for op in ops]
         )
-        data = cancel_entry_data(rec) if kind == "cancel" else None
-        return await self._append(conn, seq, kind, rec, ts, data)
+        slots: dict[tuple[str, str], _Slot] = {
+            (r["datasource_id"], r["job"]): _Slot(
+                r["id"], _row_record(r), r["request"], r["response"]
+            )
+            for r in rows
+        }
+        writes = _BatchWrites()
+        outcomes: list[tuple[bool, Any]] = []
+        for op in ops:
+            try:
+                value, appended = self._decide(op, slots, last_ts, seq + 1, writes)
+            except StoreError as exc:
+                outcomes.append((False, exc))
+                continue
+            if appended is not None:
+                seq = appended
+            outcomes.append((True, value))
+        if writes.events:
+            await conn.execute(_SQL_BATCH_WRITE, *self._write_args(slots, writes, seq))
+        return outcomes
 
-    async def _append(
+    def _decide(
         self,
-        conn: asyncpg.Connection,
+        op: _JobOp,
+        slots: dict[tuple[str, str], _Slot],
+        last_ts: dict[str, int],
         seq: int,
-        kind: EventType,
-        rec: JobRecord,
-        ts: int,
-        data: dict[str, Any] | None,
-    ) -> Event:
-        await conn.execute(
-            _SQL_EVENT_INSERT,
-            seq,
-            rec.datasource_id,
-            kind,
-            rec.job,
-            rec.client,
-            ts,
-            _encode(rec.to_wire(), "job record"),
-            None if data is None else _encode(data, "request entry"),
-        )
-        return Event(
-            seq=seq,
-            datasource_id=rec.datasource_id,
-            type=kind,
-            job=rec.job,
-            client=rec.client,
-            timestamp=ts,
-            record=rec,
-            data=data,
-        )
+        writes: _BatchWrites,
+    ) -> tuple[Any, int | None]:
+        """Decide one command; on a change, record it in ``slots``, ``last_ts`` and ``writes``.
+
+        Returns the command's result and the seq of the event it appended (``None``: no event).
+        """
+        key = (op.dsid, op.job)
+        slot = slots.get(key)
+        kind: EventType
+        if isinstance(op, _Submit):
+            ds_ts = last_ts.get(op.dsid)
+            if ds_ts is None:
+                raise NotFound(
+                    f"Datasource '{op.dsid}' does not exist: its driver declares it with "
+                    f"PUT /jobs/{op.dsid}."
+                )
+            ts = max(ds_ts, now_ms())
+            outcome = decide_submit(
+                None if slot is None else slot.record,
+                datasource_id=op.dsid,
+                job=op.job,
+                client=op.client,
+                request=op.request,
+                timestamp=ts,
+            )
+            if outcome.event is None:
+                return (outcome.record, False), None
+            rec = outcome.record
+            kind = "request"
+            data: dict[str, Any] | None = request_entry_data(rec)
+            value: Any = (rec, True)
+        else:
+            if slot is None:
+                raise NotFound(f"No job '{op.job}' on datasource '{op.dsid}'.")
+            ts = max(last_ts.get(op.dsid, 0), now_ms())
+            if isinstance(op, _Cancel):
+                outcome = decide_cancel(slot.record, client=op.client, timestamp=ts)
+                kind = "cancel"
+            else:
+                outcome = decide_update(slot.record, op.update, timestamp=ts)
+                kind = "status"
+            if outcome.event is None:
+                return outcome.record, None
+            rec = value = outcome.record
+            data = cancel_entry_data(rec) if kind == "cancel" else None
+        # Everything that can fail on bad input runs before the batch-local state changes.
+        record_text = _encode(rec.to_wire(), "job record")
+        data_text = None if data is None else _encode(data, "request entry")
+        if isinstance(op, _Submit) and slot is None:
+            slots[key] = _Slot(None, rec, op.request_text, None, dirty=True)
+        else:
+            assert slot is not None
+            response_text = (
+                (_encode(rec.response, "response") if rec.has_response else None)
+                if kind == "status"
+                else slot.response_text
+            )
+            slot.record, slot.response_text, slot.dirty = rec, response_text, True
+        last_ts[op.dsid] = ts
+        writes.last_ts[op.dsid] = ts
+        writes.events.append((seq, op.dsid, kind, rec.job, rec.client, ts, record_text, data_text))
+        return value, seq
+
+    def _write_args(
+        self, slots: dict[tuple[str, str], _Slot], writes: _BatchWrites, seq: int
+    ) -> list[Any]:
+        """The 33 parameters of :data:`_SQL_BATCH_WRITE`, as column arrays."""
+        new = [s for s in slots.values() if s.dirty and s.row_id is None]
+        changed = [s for s in slots.values() if s.dirty and s.row_id is not None]
+        args: list[Any] = [
+            [s.record.datasource_id for s in new],
+            [s.record.job for s in new],
+            [s.record.client for s in new],
+            [s.record.status.value for s in new],
+            [s.request_text for s in new],
+            [s.response_text for s in new],
+            [s.record.error for s in new],
+            [s.record.progress for s in new],
+            [s.record.cancel_requested for s in new],
+            [s.record.version for s in new],
+            [s.record.submitted_at for s in new],
+            [s.record.updated_at for s in new],
+            [s.row_id for s in changed],
+            [s.record.status.value for s in changed],
+            [s.response_text for s in changed],
+            [s.record.error for s in changed],
+            [s.record.progress for s in changed],
+            [s.record.cancel_requested for s in changed],
+            [s.record.version for s in changed],
+            [s.record.updated_at for s in changed],
+        ]
+        args.extend([list(column) for column in zip(*writes.events, strict=True)])
+        args.append(list(writes.last_ts))
+        args.append(list(writes.last_ts.values()))
+        args.extend([seq, self._channel, str(seq)])
+        return args
 
     # the writer (group commit) -------------------------------------------------------------------
     async def _write_loop(self) -> None:
@@ -646,6 +751,21 @@ class PostgresStore(Store):
                 )
 
     async def _run_batch(self, batch: list[_Command]) -> None:
+        """Run the batch: its job commands together, each purge in a transaction of its own
+        (it must see the writes of the commands before it, which are written at the end)."""
+        group: list[_Command] = []
+        for command in batch:
+            if isinstance(command.op, _Purge):
+                if group:
+                    await self._run_transaction(group)
+                    group = []
+                await self._run_transaction([command])
+            else:
+                group.append(command)
+        if group:
+            await self._run_transaction(group)
+
+    async def _run_transaction(self, batch: list[_Command]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         committed = False
         try:
@@ -654,30 +774,20 @@ class PostgresStore(Store):
                     # The log lock first, before any row lock: seq order is commit order, and
                     # writers of several processes cannot deadlock on job rows.
                     await conn.execute(_SQL_LOCK_LOG, _LOCK_CLASS, f"log:{self._schema_name}")
-                    start = seq = await conn.fetchval(_SQL_GET_COUNTER)
-                    for command in batch:
-                        try:
-                            if len(batch) == 1:
-                                value, event = await command.fn(conn, seq + 1)
-                            else:
-                                async with conn.transaction():  # a SAVEPOINT
-                                    value, event = await command.fn(conn, seq + 1)
-                        except StoreError as exc:
-                            outcomes.append((False, exc))
-                            continue
-                        except Exception as exc:
-                            if len(batch) == 1 or _is_unavailable(exc):
-                                raise
-                            outcomes.append((False, _wrap(exc, "writing")))
-                            continue
-                        if event is not None:
-                            seq = event.seq
-                        outcomes.append((True, value))
-                    if seq != start:
-                        await conn.execute(_SQL_SET_COUNTER, seq)
-                        await conn.execute(_SQL_NOTIFY, self._channel, str(seq))
+                    first = batch[0].op
+                    if isinstance(first, _Purge):
+                        outcomes = [(True, await self._purge_in(conn, first))]
+                    else:
+                        ops = [c.op for c in batch if not isinstance(c.op, _Purge)]
+                        outcomes = await self._apply_jobs(conn, ops)
                 committed = True
         except Exception as exc:
+            if len(batch) > 1 and not isinstance(exc, StoreError) and not _is_unavailable(exc):
+                # The database refused a value of one command (set-based writes cannot tell
+                # which): nothing was written, so run each alone and only that one fails.
+                for command in batch:
+                    await self._run_transaction([command])
+                return
             error = _wrap(exc, "writing")
             for command in batch:
                 if not command.future.done():
@@ -885,15 +995,15 @@ class PostgresStore(Store):
         if limit < 1:
             raise ValueError(f"The purge limit must be at least 1, not {limit}.")
 
-        async def run(conn: asyncpg.Connection, _seq: int) -> tuple[Any, Event | None]:
-            row = await conn.fetchrow(_SQL_PURGE, older_than_ms, limit)
-            assert row is not None
-            if row["top"] is not None:
-                await conn.execute(_SQL_RAISE_PURGED, row["top"])
-            return int(row["jobs"]), None
-
-        deleted: int = await self._write(run)
+        deleted: int = await self._write(_Purge(older_than_ms, limit))
         return deleted
+
+    async def _purge_in(self, conn: asyncpg.Connection, op: _Purge) -> int:
+        row = await conn.fetchrow(_SQL_PURGE, op.older_than_ms, op.limit)
+        assert row is not None
+        if row["top"] is not None:
+            await conn.execute(_SQL_RAISE_PURGED, row["top"])
+        return int(row["jobs"])
 
     async def purged_through(self) -> int:
         """The largest ``seq`` deleted by :meth:`purge` so far (0 if none)."""
