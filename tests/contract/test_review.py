@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from jobqueue_store import errors
-from jobqueue_store.models import Datasource
+from jobqueue_store.models import Datasource, JobRecord
+from jobqueue_store.storage.base import Store
 from jobqueue_store.storage.sqlite import SQLiteStore
 
 # Generous: these bounds only turn a hang into a failure, they measure nothing.
@@ -101,3 +102,47 @@ async def test_timestamps_never_decrease_after_the_newest_events_are_purged(
         await store.close()
         if backend == "postgres":
             await _drop_schema(pg_schema)
+
+
+async def test_commands_on_one_job_in_one_batch_see_each_other(store: Store) -> None:
+    """Writes queued together (one group commit) apply in order, each seeing the ones before;
+    a failing command, even one the database refuses, fails alone."""
+    from jobqueue_store.models import Status, StatusUpdate
+
+    await store.put_datasource(Datasource("ds"))
+    results = await asyncio.gather(
+        store.submit("ds", "j", "app", {"n": 1}),
+        store.submit("ds", "j", "app", {"n": 1}),
+        store.submit("ds", "j", "app", {"n": 2}),
+        store.cancel("ds", "j", "app"),
+        store.cancel("ds", "j", "app"),
+        store.update_status("ds", "j", StatusUpdate(Status.ACCEPTED, progress=0.5)),
+        store.update_status("ds", "j", StatusUpdate(Status.FAILED, error="bad \x00 byte")),
+        store.submit("ds", "k", "app", 2),
+        store.update_status("ds", "nope", StatusUpdate(Status.ACCEPTED)),
+        return_exceptions=True,
+    )
+    (first, created), (again, created_again) = results[0], results[1]  # type: ignore[misc]
+    assert created and not created_again and again == first
+    assert isinstance(results[2], errors.Conflict)
+    cancelled = results[3]
+    assert isinstance(cancelled, JobRecord) and cancelled.cancel_requested
+    assert results[4] == cancelled
+    accepted = results[5]
+    assert isinstance(accepted, JobRecord)
+    assert (accepted.status, accepted.version, accepted.cancel_requested) == (
+        Status.ACCEPTED,
+        3,
+        True,
+    )
+    # A NUL byte: PostgreSQL refuses it in text, SQLite stores it; either way only this fails.
+    assert isinstance(results[6], errors.BadRequest | JobRecord)
+    assert isinstance(results[7], tuple) and results[7][1] is True
+    assert isinstance(results[8], errors.NotFound)
+    events = await store.events_after("ds", 0)
+    failed_stored = isinstance(results[6], JobRecord)
+    expected = [("j", "request"), ("j", "cancel"), ("j", "status")]
+    expected += [("j", "status")] * failed_stored + [("k", "request")]
+    assert [(e.job, e.type) for e in events] == expected
+    seqs = [e.seq for e in events]
+    assert seqs == sorted(set(seqs))
