@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiohttp.web_urldispatcher import MatchInfoError
 
-from jobqueue_store import audit, codec
+from jobqueue_store import audit
 from jobqueue_store.auth import extract_token
 from jobqueue_store.errors import StoreError, Unauthorized
 from jobqueue_store.web.keys import AUTHORITY, METRICS, PRINCIPAL
@@ -43,30 +43,20 @@ async def store_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = http_error_response(exc)
-        code = _error_code(response)
+        response, code = http_error_response(exc)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.rel_url.path)
         code = "internal"
         response = json_response(
-            error_body(500, code, "The store failed to handle this request; it was logged."),
+            error_body(code, "The store failed to handle this request; it was logged."),
             500,
         )
     name = request.match_info.route.name or "unmatched"
     request.app[METRICS].count_request(request.method, name, response.status)
     audit.emit(request, response.status, code, request.get(PRINCIPAL))
     return response
-
-
-def _error_code(response: web.Response) -> str | None:
-    """The ``code`` of a JSON error body (built by :mod:`jobqueue_store.web.responses`)."""
-    body = response.body
-    if not isinstance(body, bytes):
-        return None
-    code = codec.loads(body).get("code")
-    return code if isinstance(code, str) else None
 
 
 def authenticate(request: web.Request) -> None:

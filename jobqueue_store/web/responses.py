@@ -22,7 +22,7 @@ def json_response(
     return response
 
 
-def error_body(status: int, code: str, message: str) -> dict[str, str]:
+def error_body(code: str, message: str) -> dict[str, str]:
     """The error object of SPEC section 1."""
     return {"error": message, "code": code}
 
@@ -32,7 +32,7 @@ def error_response(exc: StoreError) -> web.Response:
     headers: dict[str, str] | None = None
     if isinstance(exc, TooMany):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
-    return json_response(error_body(exc.status, exc.code, exc.message), exc.status, headers)
+    return json_response(error_body(exc.code, exc.message), exc.status, headers)
 
 
 # aiohttp's own HTTP errors (no route, wrong method, body too large) mapped to SPEC codes.
@@ -45,8 +45,8 @@ HTTP_CODES: dict[int, tuple[str, str]] = {
 }
 
 
-def http_error_response(exc: web.HTTPException) -> web.Response:
-    """A JSON body for an aiohttp HTTP exception, keeping its status."""
+def http_error_response(exc: web.HTTPException) -> tuple[web.Response, str]:
+    """A JSON body for an aiohttp HTTP exception, keeping its status; and its error code."""
     code, message = HTTP_CODES.get(exc.status, ("bad_request", exc.reason))
     if exc.status == 405 and isinstance(exc, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(exc.allowed_methods))
@@ -56,4 +56,4 @@ def http_error_response(exc: web.HTTPException) -> web.Response:
     if exc.status >= 500:
         code, message = "unavailable", "The store could not answer; retry later."
     headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-    return json_response(error_body(exc.status, code, message), exc.status, headers or None)
+    return json_response(error_body(code, message), exc.status, headers or None), code
