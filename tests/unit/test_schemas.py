@@ -35,6 +35,8 @@ from tests.wire import BASE_URI, SCHEMA_NAMES, SCHEMAS, schemas_dir, validate, v
 
 EXPECTED = {
     "catalogue",
+    "claim",
+    "claim_reply",
     "common",
     "datasource",
     "datasource_declaration",
@@ -46,6 +48,11 @@ EXPECTED = {
     "status_record",
     "status_update",
     "stream_entry",
+    "heartbeat",
+    "worker_heartbeat",
+    "worker_release",
+    "worker_slot",
+    "worker_take",
 }
 T0 = 1_700_000_000_000
 ERROR_CLASSES: list[type[StoreError]] = [StoreError, *StoreError.__subclasses__()]
