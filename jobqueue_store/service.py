@@ -170,11 +170,15 @@ class JobService:
         ]
 
     # leases and the worker slot -----------------------------------------------------------------
-    async def claim(self, principal: Principal, dsid: str, body: Any) -> list[JobRecord]:
-        """``POST /jobs/<DSID>/claim``: up to ``max`` jobs, waiting up to ``wait`` seconds for
-        one. A new request-stream entry (a submit on any store process) wakes the wait."""
+    async def claim(
+        self, principal: Principal, dsid: str, body: Any, max_wait: float = 60.0
+    ) -> list[JobRecord]:
+        """``POST /jobs/<DSID>/claim``: up to ``max`` jobs, waiting up to ``wait`` seconds (at
+        most ``max_wait``, the store's limit) for one. A new request-stream entry (a submit on
+        any store process) wakes the wait."""
         _require_role(principal, Role.DRIVER, Role.ADMIN)
         worker, max_jobs, wait = validation.claim_body(body)
+        wait = min(wait, max_wait)
         await self._datasource(dsid)
         if wait <= 0:
             return await self.store.claim(dsid, worker, max_jobs)

@@ -6,14 +6,19 @@ from __future__ import annotations
 from aiohttp import web
 
 from jobqueue_store.web.handlers import read_json
-from jobqueue_store.web.keys import SERVICE, principal_of
+from jobqueue_store.web.keys import SERVICE, SETTINGS, principal_of
 from jobqueue_store.web.responses import json_response
 
 
 async def claim(request: web.Request) -> web.Response:
     """``POST /jobs/<DSID>/claim``."""
     body = await read_json(request)
-    jobs = await request.app[SERVICE].claim(principal_of(request), request.match_info["dsid"], body)
+    jobs = await request.app[SERVICE].claim(
+        principal_of(request),
+        request.match_info["dsid"],
+        body,
+        request.app[SETTINGS].limits.max_wait,
+    )
     return json_response({"jobs": [job.to_wire() for job in jobs]})
 
 
