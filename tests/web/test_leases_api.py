@@ -18,7 +18,7 @@ from jobqueue_store.timers import ManualClock
 from jobqueue_store.web.keys import STORE
 from tests.web.conftest import Api, AppFactory
 
-LEASED = {"description": "leased", "dispatch": "lease", "lease_seconds": 30, "max_attempts": 2}
+LEASED: dict[str, Any] = {"description": "leased", "dispatch": "lease", "lease_seconds": 30, "max_attempts": 2}
 
 
 def store_of(api: Api) -> Store:
