@@ -23,7 +23,9 @@ LEASED: dict[str, Any] = {"description": "leased", "dispatch": "lease", "lease_s
 
 def store_of(api: Api) -> Store:
     """The app's store."""
-    store: Store = api.client.server.app[STORE]
+    app = api.client.app
+    assert app is not None
+    store: Store = app[STORE]
     return store
 
 
