@@ -18,7 +18,12 @@ from jobqueue_store.timers import ManualClock
 from jobqueue_store.web.keys import STORE
 from tests.web.conftest import Api, AppFactory
 
-LEASED: dict[str, Any] = {"description": "leased", "dispatch": "lease", "lease_seconds": 30, "max_attempts": 2}
+LEASED: dict[str, Any] = {
+    "description": "leased",
+    "dispatch": "lease",
+    "lease_seconds": 30,
+    "max_attempts": 2,
+}
 
 
 def store_of(api: Api) -> Store:
@@ -409,3 +414,20 @@ async def test_deadline_through_the_server(lapi: Api) -> None:
     await store_of(lapi).fire_due()
     done = await lapi.call("GET", "/ds1/job/t/", lapi.token(), expect=200, schema="status_record")
     assert done["status"] == "cancelled" and "deadline" in done["error"]
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_claim_waiting_on_one_process_is_woken_by_a_submit_on_another(
+    make_api: AppFactory,
+) -> None:
+    """Two store apps on one PostgreSQL schema (two processes): a claim waiting on the first is
+    answered as soon as the second stores a submit."""
+    first = await make_api()
+    await first.declare("lq", **LEASED)
+    second = await make_api()
+    waiting = asyncio.create_task(claim(first, "far", wait=30))
+    await asyncio.sleep(0.3)  # let the claim start waiting (a bound, not a timing assertion)
+    assert not waiting.done()
+    await submit(second, "elsewhere")
+    jobs = await asyncio.wait_for(waiting, 10)  # far below the 30 s wait: woken, not timed out
+    assert [j["job"] for j in jobs] == ["elsewhere"]
