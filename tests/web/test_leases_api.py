@@ -431,3 +431,31 @@ async def test_a_claim_waiting_on_one_process_is_woken_by_a_submit_on_another(
     await submit(second, "elsewhere")
     jobs = await asyncio.wait_for(waiting, 10)  # far below the 30 s wait: woken, not timed out
     assert [j["job"] for j in jobs] == ["elsewhere"]
+
+
+async def test_fired_changes_are_notified_as_usual(lapi: Api) -> None:
+    """A lease expiry and a deadline's cancel entry reach subscribers like any write."""
+    from tests.web.test_ws import connect, receive
+
+    clock = manual_clock(lapi)
+    client_ws = await connect(lapi, "/sub/lq/job", lapi.token())
+    stream_ws = await connect(lapi, "/sub/lq/jobs", lapi.token("driver"))
+    try:
+        await submit(lapi, "j", timeout=60)
+        assert (await receive(client_ws, "notification"))["data"]["status"] == "submitted"
+        assert (await receive(stream_ws, "stream_entry"))["type"] == "request"
+        await claim(lapi, "gone")
+        assert (await receive(client_ws, "notification"))["data"]["status"] == "accepted"
+        clock.advance(30_000)
+        await store_of(lapi).fire_due()
+        note = await receive(client_ws, "notification")
+        assert note["data"]["status"] == "retrying" and "gone" in note["data"]["error"]
+        clock.advance(30_000)
+        await store_of(lapi).fire_due()
+        entry = await receive(stream_ws, "stream_entry")
+        assert (entry["type"], entry["data"]["reason"]) == ("cancel", "timeout")
+        note = await receive(client_ws, "notification")
+        assert note["seq"] == entry["seq"] and note["data"]["status"] == "cancelled"
+    finally:
+        await client_ws.close()
+        await stream_ws.close()
