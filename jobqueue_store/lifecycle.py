@@ -8,12 +8,16 @@ to append, or ``None`` when nothing changes (an idempotent repeat).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobqueue_store import codec
 from jobqueue_store.errors import Conflict, Forbidden
 from jobqueue_store.models import Datasource, EventType, JobRecord, Status, StatusUpdate
+
+if TYPE_CHECKING:
+    from jobqueue_store.revisions import Revision
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +26,10 @@ class Outcome:
 
     ``touched``: with no event, the record still changed where no event is due (a lease
     renewal) and must be stored. ``reason``: the ``reason`` of a ``cancel`` entry the store
-    appends itself (``"timeout"``).
+    appends itself (``"timeout"``). ``data``: the event's data when the rule sets it (``update``,
+    ``stop`` and ``start`` entries; a report on an older revision). ``then``: a second change
+    that the same write makes after this one (a failed revision rolled back: the failure, then
+    the new revision), appended as the next event.
     """
 
     record: JobRecord
@@ -31,6 +38,13 @@ class Outcome:
     touched: bool = False
     reason: str | None = None
     timeout: int | None = None
+    data: dict[str, Any] | None = None
+    then: Outcome | None = None
+
+    @property
+    def final(self) -> JobRecord:
+        """The record once every change of the write is applied."""
+        return self.record if self.then is None else self.then.final
 
 
 def request_entry_data(record: JobRecord, timeout: int | None = None) -> dict[str, Any]:
@@ -51,6 +65,8 @@ def cancel_entry_data(record: JobRecord, reason: str | None = None) -> dict[str,
 
 def entry_data(outcome: Outcome) -> dict[str, Any] | None:
     """The request-stream data of ``outcome``'s event (``None`` for a status event)."""
+    if outcome.data is not None:
+        return outcome.data
     if outcome.event == "request":
         return request_entry_data(outcome.record, outcome.timeout)
     if outcome.event == "cancel":
@@ -173,12 +189,37 @@ def decide_update(
     timestamp: int,
     datasource: Datasource | None = None,
     rand: float = 0.5,
+    history: Sequence[Revision] | None = None,
 ) -> Outcome:
     """A driver reports ``update`` for ``existing``.
 
     On a lease datasource the update must carry the job's current lease
-    (:func:`jobqueue_store.leases.decide_leased_update`).
+    (:func:`jobqueue_store.leases.decide_leased_update`). An update naming an older revision
+    changes only that revision's history; a ``failed`` report on a revision submitted with
+    ``rollback`` rolls back (:mod:`jobqueue_store.revisions`; ``history``: the job's revisions,
+    needed when :func:`~jobqueue_store.revisions.needs_history` says so).
     """
+    from jobqueue_store import revisions
+
+    older = revisions.check_revision(existing, update, timestamp=timestamp)
+    if older is not None:
+        return older
+    outcome = _decide_update(
+        existing, update, timestamp=timestamp, datasource=datasource, rand=rand
+    )
+    return revisions.after_update(existing, update, outcome, history, timestamp=timestamp)
+
+
+def _decide_update(
+    existing: JobRecord,
+    update: StatusUpdate,
+    *,
+    timestamp: int,
+    datasource: Datasource | None,
+    rand: float,
+) -> Outcome:
+    from jobqueue_store import revisions
+
     if datasource is not None:
         from jobqueue_store import leases
 
@@ -189,7 +230,7 @@ def decide_update(
         leases.check_stream_update(datasource, update)
     changed = changes_anything(existing, update)
     if existing.terminal:
-        if changed:
+        if changed and not revisions.is_refused_repeat(existing, update):
             raise Conflict(
                 f"Job '{existing.job}' is already {existing.status.value}: a terminal status is "
                 "final."

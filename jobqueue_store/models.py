@@ -19,6 +19,10 @@ class Status(enum.StrEnum):
     SUBMITTED = "submitted"
     ACCEPTED = "accepted"
     RETRYING = "retrying"
+    RUNNING = "running"
+    """A long-running job (a pipeline) is working; it stays so until stopped or replaced."""
+    STOPPED = "stopped"
+    """A long-running job is paused at its client's request (not terminal)."""
     COMPLETE = "complete"
     CANCELLED = "cancelled"
     FORBIDDEN = "forbidden"
@@ -44,9 +48,13 @@ class Role(enum.StrEnum):
     ADMIN = "admin"
 
 
-EventType = Literal["request", "cancel", "status"]
-"""Kinds of log events: ``request`` and ``cancel`` are request-stream entries, ``status`` a driver
-update. Every event changes one job's status record."""
+EventType = Literal["request", "cancel", "status", "update", "stop", "start"]
+"""Kinds of log events: ``request``, ``cancel``, ``update`` (a new revision), ``stop`` and ``start``
+are request-stream entries, ``status`` a driver update. Every event changes one job's status
+record."""
+
+DesiredState = Literal["running", "stopped"]
+"""What a job's client wants of it: run (the default) or stay stopped."""
 
 
 def now_ms() -> int:
@@ -192,6 +200,14 @@ class JobRecord:
     """When a job given back or taken back can be claimed again (ms)."""
     deadline: int | None = None
     """When the store requests the job's cancellation if it is still not terminal (ms)."""
+    revision: int = 0
+    """The job's current revision: 0 when submitted, incremented by each update."""
+    desired_state: DesiredState = "running"
+    """What the client asked for last: ``stopped`` after a stop, ``running`` otherwise."""
+    rollback: bool = False
+    """Whether the current revision rolls back if its driver reports it ``failed``."""
+    rollback_of: int | None = None
+    """The revision whose failure created the current revision (a rollback)."""
 
     @property
     def terminal(self) -> bool:
@@ -225,6 +241,12 @@ class JobRecord:
             out["retry_at"] = self.retry_at
         if self.deadline is not None:
             out["deadline"] = self.deadline
+        out["revision"] = self.revision
+        out["desired_state"] = self.desired_state
+        if self.rollback:
+            out["rollback"] = True
+        if self.rollback_of is not None:
+            out["rollback_of"] = self.rollback_of
         return out
 
     @classmethod
@@ -248,6 +270,10 @@ class JobRecord:
             attempts=data.get("attempts", 0),
             retry_at=data.get("retry_at"),
             deadline=data.get("deadline"),
+            revision=data.get("revision", 0),
+            desired_state=data.get("desired_state", "running"),
+            rollback=data.get("rollback", False),
+            rollback_of=data.get("rollback_of"),
         )
 
 
@@ -265,6 +291,9 @@ class StatusUpdate:
     """The lease id the update is made under (required on lease datasources)."""
     retry_in: float | None = None
     """With ``retrying`` on a lease datasource: seconds before the job can be claimed again."""
+    revision: int | None = None
+    """The revision the update is about (``None``: the current one). An older revision's update
+    changes only that revision's history."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +343,8 @@ class Event:
 
     ``record`` is the job's status record after the change: the data of the client notification.
     ``data`` is the request-stream entry's data (the job record for ``request``, ``{"job",
-    "client"}`` for ``cancel``) and ``None`` for a ``status`` event.
+    "client"}`` for ``cancel``, the new revision for ``update``) and ``None`` for a ``status``
+    event, except a driver's report on an older revision: ``{"revision", "status", "error"?}``.
     """
 
     seq: int

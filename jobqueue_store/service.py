@@ -17,6 +17,7 @@ from jobqueue_store.auth import Principal
 from jobqueue_store.errors import BadRequest, Forbidden, NotFound
 from jobqueue_store.hub import Hub, Subscription, job_channel, stream_channel
 from jobqueue_store.models import (
+    DesiredState,
     Datasource,
     Event,
     JobPage,
@@ -27,6 +28,7 @@ from jobqueue_store.models import (
     WorkerInfo,
 )
 from jobqueue_store.quota import Quotas
+from jobqueue_store.revisions import Revision, history
 from jobqueue_store.storage.base import Store
 
 
@@ -148,6 +150,39 @@ class JobService:
         await self._datasource(dsid)
         client = principal.client if principal.role is Role.CLIENT else None
         return await self.store.cancel(dsid, job, client)
+
+    # long-running jobs --------------------------------------------------------------------------
+    async def revise(
+        self, principal: Principal, dsid: str, job: str, body: Any
+    ) -> tuple[JobRecord, bool]:
+        """``PUT /<DSID>/job/<JOBID>/``: a new revision of the caller's job (``True``), or its
+        record unchanged when the request is the current one."""
+        _require_role(principal, Role.CLIENT, Role.ADMIN)
+        validation.job_id(job)
+        request, rollback = validation.revision_body(body)
+        datasource = await self._datasource(dsid)
+        self._request_validators.validate(datasource, request)
+        client = principal.client if principal.role is Role.CLIENT else None
+        if client is not None:
+            self.quotas.check_submit(client)
+        return await self.store.revise(dsid, job, client, request, rollback)
+
+    async def set_desired(
+        self, principal: Principal, dsid: str, job: str, state: DesiredState
+    ) -> JobRecord:
+        """``POST .../stop`` (``"stopped"``) or ``.../start`` (``"running"``)."""
+        _require_role(principal, Role.CLIENT, Role.ADMIN)
+        validation.job_id(job)
+        await self._datasource(dsid)
+        client = principal.client if principal.role is Role.CLIENT else None
+        return await self.store.set_desired(dsid, job, client, state)
+
+    async def revisions(self, principal: Principal, dsid: str, job: str) -> list[Revision]:
+        """``GET .../revisions``: every revision of the caller's job, oldest first."""
+        _require_role(principal, Role.CLIENT, Role.ADMIN)
+        validation.job_id(job)
+        await self._own_job(principal, dsid, job)
+        return history(await self.store.job_events(dsid, job))
 
     # driver API ---------------------------------------------------------------------------------
     async def put_datasource(self, principal: Principal, dsid: str, body: Any) -> Datasource:

@@ -21,7 +21,11 @@ from jobqueue_store.models import (
 )
 
 JOB_FIELDS = frozenset({"job", "request", "client", "timeout"})
-UPDATE_FIELDS = frozenset({"status", "response", "error", "progress", "lease", "retry_in"})
+UPDATE_FIELDS = frozenset(
+    {"status", "response", "error", "progress", "lease", "retry_in", "revision"}
+)
+REVISION_FIELDS = frozenset({"request", "rollback"})
+MAX_REVISION = 2**31 - 1
 SETTINGS_FIELDS = frozenset(
     {"dispatch", "lease_seconds", "max_attempts", "job_timeout", "cancel_grace"}
 )
@@ -119,6 +123,9 @@ def status_update(body: Any) -> StatusUpdate:
         if status is not Status.RETRYING:
             raise BadRequest('"retry_in" goes with status "retrying" (giving the job back).')
         retry_in = number_field(obj, "retry_in", 0, MAX_TIMEOUT, "seconds before a new claim")
+    revision = None
+    if "revision" in obj:
+        revision = whole_number(obj, "revision", 0, MAX_REVISION, "the revision the update is about")
     return StatusUpdate(
         status=status,
         response=obj.get("response"),
@@ -127,7 +134,22 @@ def status_update(body: Any) -> StatusUpdate:
         progress=progress,
         lease=lease,
         retry_in=retry_in,
+        revision=revision,
     )
+
+
+def revision_body(body: Any) -> tuple[Any, bool]:
+    """``(request, rollback)`` from a client's update ``{"request", "rollback"?}``."""
+    obj = _object(body, '{"request": <any JSON>, "rollback"?: true}')
+    _no_unknown(obj, REVISION_FIELDS, "the update")
+    if "request" not in obj:
+        raise BadRequest('The update needs a "request" field: the new request of the job.')
+    rollback = obj.get("rollback", False)
+    if not isinstance(rollback, bool):
+        raise BadRequest(
+            '"rollback" must be true (roll back if this revision fails) or false (the default).'
+        )
+    return obj["request"], rollback
 
 
 def whole_number(obj: Mapping[str, Any], name: str, low: int, high: int, what: str) -> int:

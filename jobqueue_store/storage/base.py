@@ -32,6 +32,7 @@ from typing import Any
 
 from jobqueue_store.models import (
     Datasource,
+    DesiredState,
     Event,
     JobPage,
     JobRecord,
@@ -116,6 +117,29 @@ class Store(abc.ABC):
     async def update_status(self, dsid: str, job: str, update: StatusUpdate) -> JobRecord:
         """A driver's status report. ``NotFound`` / ``Conflict``; on a lease datasource
         ``LeaseLost`` unless ``update.lease`` holds the job (the update renews it)."""
+
+    # long-running jobs (rules: jobqueue_store.revisions) ----------------------------------------
+    @abc.abstractmethod
+    async def revise(
+        self, dsid: str, job: str, client: str | None, request: Any, rollback: bool
+    ) -> tuple[JobRecord, bool]:
+        """A client's update of ``job``'s request; return ``(record, revised)``.
+
+        A new revision appends an ``update`` entry; the current request again changes nothing
+        (``revised`` false). ``NotFound`` / ``Forbidden`` / ``Conflict`` per
+        :func:`~jobqueue_store.revisions.decide_revise`; ``client`` ``None`` is an admin.
+        """
+
+    @abc.abstractmethod
+    async def set_desired(
+        self, dsid: str, job: str, client: str | None, state: DesiredState
+    ) -> JobRecord:
+        """A client's stop (``"stopped"``) or start (``"running"``): a ``stop`` / ``start``
+        entry unless already asked. ``Conflict`` on a terminal job."""
+
+    @abc.abstractmethod
+    async def job_events(self, dsid: str, job: str) -> list[Event]:
+        """Every event of one job, by ``seq`` (its revisions are their fold)."""
 
     # leases, timers and the worker slot (rules: jobqueue_store.leases) ------------------------
     @abc.abstractmethod

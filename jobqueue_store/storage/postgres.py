@@ -39,7 +39,7 @@ from typing import Any
 
 import asyncpg
 
-from jobqueue_store import codec, leases
+from jobqueue_store import codec, leases, revisions
 from jobqueue_store.errors import BadRequest, NotFound, StoreError, Unavailable
 from jobqueue_store.lifecycle import (
     Outcome,
@@ -50,6 +50,7 @@ from jobqueue_store.lifecycle import (
 )
 from jobqueue_store.models import (
     Datasource,
+    DesiredState,
     Event,
     JobPage,
     JobRecord,
@@ -60,6 +61,7 @@ from jobqueue_store.models import (
     WorkerInfo,
 )
 from jobqueue_store.storage import postgres_leases as pl
+from jobqueue_store.storage import postgres_revisions as prv
 from jobqueue_store.storage.base import Store
 from jobqueue_store.storage.migrations import packaged
 from jobqueue_store.timers import Clock, SystemClock
@@ -214,7 +216,7 @@ def _loads_opt(text: str | None) -> Any:
 def _row_record(row: asyncpg.Record) -> JobRecord:
     response = row["response"]
     lease_id = row["lease_id"]
-    return JobRecord(
+    record = JobRecord(
         datasource_id=row["datasource_id"],
         job=row["job"],
         client=row["client"],
@@ -235,6 +237,7 @@ def _row_record(row: asyncpg.Record) -> JobRecord:
         retry_at=row["retry_at"],
         deadline=row["deadline"],
     )
+    return prv.with_pipeline(record, row["pipeline"])
 
 
 def _row_event(row: asyncpg.Record) -> Event:
@@ -315,7 +318,7 @@ class _Purge:
     limit: int
 
 
-_JobOp = _Submit | _Cancel | _Update | pl.Heartbeat
+_JobOp = _Submit | _Cancel | _Update | pl.Heartbeat | prv.Revise | prv.Desired
 _BatchOp = _JobOp | pl.Claim | pl.FireDue
 _Op = _BatchOp | _Purge
 
@@ -339,6 +342,8 @@ class _Slot:
     response_text: str | None
     dirty: bool = False
     due_at: int | None = None
+    revised: bool = False
+    """The request or the revision fields changed: written by ``SQL_WRITE_REVISED``."""
 
 
 @dataclass(slots=True)
@@ -610,6 +615,34 @@ class PostgresStore(Store):
         record: JobRecord = await self._write(_Update(dsid, job, update))
         return record
 
+    # long-running jobs ----------------------------------------------------------------------------
+    async def revise(
+        self, dsid: str, job: str, client: str | None, request: Any, rollback: bool
+    ) -> tuple[JobRecord, bool]:
+        """A client's update of ``job``'s request: a new revision, or nothing if the same."""
+        _encode(request, "request")
+        result: tuple[JobRecord, bool] = await self._write(
+            prv.Revise(dsid, job, client, request, rollback)
+        )
+        return result
+
+    async def set_desired(
+        self, dsid: str, job: str, client: str | None, state: DesiredState
+    ) -> JobRecord:
+        """A client's stop or start."""
+        record: JobRecord = await self._write(prv.Desired(dsid, job, client, state))
+        return record
+
+    async def job_events(self, dsid: str, job: str) -> list[Event]:
+        """Every event of one job, by ``seq``."""
+        try:
+            async with self._acquire("reading a job's events") as conn:
+                return await prv.job_events(conn, dsid, job)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise _wrap(exc, "reading a job's events") from None
+
     # leases, timers and the worker slot ---------------------------------------------------------
     async def claim(self, dsid: str, worker: str, max_jobs: int) -> list[JobRecord]:
         """Claim up to ``max_jobs`` claimable jobs for ``worker``, oldest first (a command of
@@ -710,13 +743,30 @@ class PostgresStore(Store):
                         conn, op, datasources, slots, last_ts, seq, writes, now
                     )
                 else:
-                    value, seq = self._decide(op, datasources, slots, last_ts, seq, writes)
+                    history = None
+                    slot = slots.get((op.dsid, op.job))
+                    if (
+                        isinstance(op, _Update)
+                        and slot is not None
+                        and revisions.needs_history(slot.record, op.update)
+                    ):
+                        history = await prv.history_in(conn, op.dsid, op.job, writes.events)
+                    value, seq = self._decide(op, datasources, slots, last_ts, seq, writes, history)
             except StoreError as exc:
                 outcomes.append((False, exc))
                 continue
             outcomes.append((True, value))
         if any(slot.dirty for slot in slots.values()):
             await conn.execute(_SQL_BATCH_WRITE, *self._write_args(slots, writes, seq))
+            revised = [s for s in slots.values() if s.revised]
+            if revised:
+                await conn.execute(
+                    prv.SQL_WRITE_REVISED,
+                    [s.record.datasource_id for s in revised],
+                    [s.record.job for s in revised],
+                    [s.request_text for s in revised],
+                    [prv.pipeline_text(s.record) for s in revised],
+                )
         if writes.seen:
             await conn.execute(pl.SQL_SEEN, *pl.seen_args(writes.seen, datasources))
         return outcomes
@@ -811,10 +861,12 @@ class PostgresStore(Store):
         last_ts: dict[str, int],
         seq: int,
         writes: _BatchWrites,
+        history: list[revisions.Revision] | None = None,
     ) -> tuple[Any, int]:
         """Decide one command; on a change, record it in ``slots``, ``last_ts`` and ``writes``.
 
         Returns the command's result and the seq of the last event appended so far.
+        ``history``: the job's revisions, when a rollback may follow (an update).
         """
         key = (op.dsid, op.job)
         slot = slots.get(key)
@@ -843,6 +895,22 @@ class PostgresStore(Store):
             outcome = decide_cancel(
                 slot.record, client=op.client, timestamp=ts, datasource=datasource
             )
+        elif isinstance(op, prv.Revise):
+            outcome = revisions.decide_revise(
+                slot.record,
+                client=op.client,
+                request=op.request,
+                rollback=op.rollback,
+                timestamp=ts,
+            )
+            if outcome.event is None:
+                return (outcome.record, False), seq
+            seq = self._record(slot, outcome, datasource, last_ts, seq, writes, ts)
+            return (outcome.record, True), seq
+        elif isinstance(op, prv.Desired):
+            outcome = revisions.decide_desired(
+                slot.record, client=op.client, state=op.state, timestamp=ts
+            )
         elif isinstance(op, pl.Heartbeat):
             leases.require_lease_dispatch(datasource)
             outcome = leases.decide_heartbeat(slot.record, datasource, lease=op.lease, now=ts)
@@ -855,11 +923,14 @@ class PostgresStore(Store):
                 timestamp=ts,
                 datasource=datasource,
                 rand=pl.random_fraction(),
+                history=history,
             )
         if outcome.event is None and not outcome.touched:
             return outcome.record, seq
         seq = self._record(slot, outcome, datasource, last_ts, seq, writes, ts)
-        return outcome.record, seq
+        if outcome.then is not None:
+            seq = self._record(slot, outcome.then, datasource, last_ts, seq, writes, ts)
+        return outcome.final, seq
 
     @staticmethod
     def _record(
@@ -888,6 +959,10 @@ class PostgresStore(Store):
         record_text = _encode(rec.to_wire(), "job record")
         data = entry_data(outcome)
         data_text = None if data is None else _encode(data, "request entry")
+        if prv.revised_changed(slot.record, rec):
+            if rec.request is not slot.record.request:
+                slot.request_text = _encode(rec.request, "request")
+            slot.revised = True
         slot.record, slot.response_text, slot.dirty = rec, response_text, True
         slot.due_at = leases.next_due(rec, datasource)
         seq += 1
@@ -1114,7 +1189,7 @@ class PostgresStore(Store):
         row = await self._fetchrow(
             f"counting the unfinished jobs of client '{client}'",
             "SELECT count(*) AS n FROM jobs WHERE datasource_id = $1 AND client = $2"
-            " AND status IN ('submitted', 'accepted', 'retrying')",
+            " AND status IN ('submitted', 'accepted', 'retrying', 'running', 'stopped')",
             dsid,
             client,
         )

@@ -32,9 +32,10 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 
-from jobqueue_store import codec, errors, leases, lifecycle
+from jobqueue_store import codec, errors, leases, lifecycle, revisions
 from jobqueue_store.models import (
     Datasource,
+    DesiredState,
     Event,
     EventType,
     JobPage,
@@ -46,6 +47,7 @@ from jobqueue_store.models import (
     now_ms,
 )
 from jobqueue_store.storage import sqlite_leases as sl
+from jobqueue_store.storage import sqlite_revisions as sr
 from jobqueue_store.storage.base import Store
 from jobqueue_store.storage.migrations import packaged
 from jobqueue_store.timers import Clock
@@ -99,7 +101,9 @@ class _Purge:
     limit: int
 
 
-_Command = _Submit | _Cancel | _Update | _PutDatasource | _Purge | sl.LeaseCommand
+_Command = (
+    _Submit | _Cancel | _Update | _PutDatasource | _Purge | sl.LeaseCommand | sr.RevisionCommand
+)
 
 
 @dataclass(slots=True)
@@ -364,6 +368,26 @@ class SQLiteStore(Store):
         """Apply a driver's status report."""
         return cast(JobRecord, await self._write(_Update(dsid, job, update)))
 
+    # long-running jobs ------------------------------------------------------------------------
+    async def revise(
+        self, dsid: str, job: str, client: str | None, request: Any, rollback: bool
+    ) -> tuple[JobRecord, bool]:
+        """A client's update of ``job``'s request: a new revision, or nothing if the same."""
+        return cast(
+            tuple[JobRecord, bool],
+            await self._write(sr.Revise(dsid, job, client, request, rollback)),
+        )
+
+    async def set_desired(
+        self, dsid: str, job: str, client: str | None, state: DesiredState
+    ) -> JobRecord:
+        """A client's stop or start."""
+        return cast(JobRecord, await self._write(sr.Desired(dsid, job, client, state)))
+
+    async def job_events(self, dsid: str, job: str) -> list[Event]:
+        """Every event of one job, by ``seq``."""
+        return await self._read(sr.job_events, dsid, job)
+
     # leases, timers and the worker slot -------------------------------------------------------
     async def claim(self, dsid: str, worker: str, max_jobs: int) -> list[JobRecord]:
         """Claim up to ``max_jobs`` claimable jobs for ``worker``, oldest first."""
@@ -519,6 +543,8 @@ class SQLiteStore(Store):
             return _purge(db, command.older_than_ms, command.limit)
         if isinstance(command, sl.LEASE_COMMANDS):
             return sl.apply(self, db, command, out)
+        if isinstance(command, sr.COMMANDS):
+            return sr.apply(self, db, command, out)
         dsid = command.dsid
         datasource = self.datasource_in(dsid, out)
         # Reads see the batch's earlier writes: same connection, same transaction.
@@ -545,12 +571,14 @@ class SQLiteStore(Store):
                 existing, client=command.client, timestamp=timestamp, datasource=datasource
             )
         else:
+            needs = revisions.needs_history(existing, command.update)
             outcome = lifecycle.decide_update(
                 existing,
                 command.update,
                 timestamp=timestamp,
                 datasource=datasource,
                 rand=sl.random_fraction(),
+                history=sr.history_in(db, dsid, command.job) if needs else None,
             )
         record = outcome.record
         if outcome.event is None and not outcome.touched:
@@ -558,7 +586,9 @@ class SQLiteStore(Store):
         self.write_job(db, None if row is None else row[0], outcome, datasource, timestamp, out)
         if isinstance(command, _Submit):
             return (record, outcome.created)
-        return record
+        if outcome.then is not None and row is not None:
+            self.write_job(db, row[0], outcome.then, datasource, timestamp, out)
+        return outcome.final
 
     def write_job(
         self,
@@ -784,7 +814,7 @@ class SQLiteStore(Store):
         def run(db: sqlite3.Connection) -> int:
             row = db.execute(
                 "SELECT count(*) FROM jobs WHERE datasource_id = ? AND client = ?"
-                " AND status IN ('submitted', 'accepted', 'retrying')",
+                " AND status IN ('submitted', 'accepted', 'retrying', 'running', 'stopped')",
                 (dsid, client),
             ).fetchone()
             return int(row[0])

@@ -17,7 +17,7 @@ from jobqueue_store.service import JobService
 from jobqueue_store.storage import open_store
 from jobqueue_store.storage.base import Store
 from jobqueue_store.timers import TimerLoop
-from jobqueue_store.web import driver_handlers, handlers, ws
+from jobqueue_store.web import driver_handlers, handlers, pipeline_handlers, ws
 from jobqueue_store.web.keys import (
     AUTHORITY,
     HUB,
@@ -66,6 +66,10 @@ def add_routes(app: web.Application) -> None:
     _route(app, "GET", "/{dsid}/job/{job}", handlers.job_status, "job_status")
     _route(app, "DELETE", "/{dsid}/job/{job}", handlers.cancel, "delete_job")
     _route(app, "POST", "/{dsid}/job/{job}/cancel", handlers.cancel, "cancel")
+    _route(app, "PUT", "/{dsid}/job/{job}", pipeline_handlers.revise, "revise_job")
+    _route(app, "POST", "/{dsid}/job/{job}/stop", pipeline_handlers.stop, "stop_job")
+    _route(app, "POST", "/{dsid}/job/{job}/start", pipeline_handlers.start, "start_job")
+    _route(app, "GET", "/{dsid}/job/{job}/revisions", pipeline_handlers.revisions, "revisions")
     _route(app, "GET", "/sub/{dsid}/job", ws.client_subscription, "sub_client")
     _route(app, "GET", "/sub/{dsid}/jobs", ws.driver_subscription, "sub_driver")
 

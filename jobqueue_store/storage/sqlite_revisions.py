@@ -1,0 +1,104 @@
+"""The SQLite store's commands for long-running jobs: a client's update, stop and start.
+
+They are commands of the store's single writer (:class:`~jobqueue_store.storage.sqlite.
+SQLiteStore`), decided by :mod:`jobqueue_store.revisions` against the committed row in the
+batch's transaction, and stored by the writer's ``write_job`` (record and event together).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from jobqueue_store import codec, errors, revisions
+from jobqueue_store.models import DesiredState, Event, JobRecord
+
+if TYPE_CHECKING:
+    from jobqueue_store.storage.sqlite import SQLiteStore, _BatchResult
+
+SQL_JOB_EVENTS = (
+    "SELECT seq, datasource_id, type, job, client, timestamp, data, record FROM events "
+    "WHERE datasource_id = ? AND job = ? ORDER BY seq"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Revise:
+    """A client's ``PUT`` of a new request."""
+
+    dsid: str
+    job: str
+    client: str | None
+    request: Any
+    rollback: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Desired:
+    """A client's stop or start."""
+
+    dsid: str
+    job: str
+    client: str | None
+    state: DesiredState
+
+
+RevisionCommand = Revise | Desired
+COMMANDS = (Revise, Desired)
+
+
+def job_events(db: sqlite3.Connection, dsid: str, job: str) -> list[Event]:
+    """Every event of one job by ``seq`` (on the writer: the batch's own writes included)."""
+    out = []
+    for seq, ds, type_, jb, client, ts, data, record in db.execute(SQL_JOB_EVENTS, (dsid, job)):
+        out.append(
+            Event(
+                seq=seq,
+                datasource_id=ds,
+                type=type_,
+                job=jb,
+                client=client,
+                timestamp=ts,
+                record=JobRecord.from_wire(codec.loads(record)),
+                data=None if data is None else codec.loads(data),
+            )
+        )
+    return out
+
+
+def history_in(db: sqlite3.Connection, dsid: str, job: str) -> list[revisions.Revision]:
+    """The job's revisions as the writer's transaction sees them."""
+    return revisions.history(job_events(db, dsid, job))
+
+
+def apply(
+    store: SQLiteStore, db: sqlite3.Connection, command: RevisionCommand, out: _BatchResult
+) -> Any:
+    """Run ``command`` on the writer thread, inside the batch's transaction."""
+    datasource = store.datasource_in(command.dsid, out)
+    row = db.execute(
+        "SELECT id, record FROM jobs WHERE datasource_id = ? AND job = ?",
+        (command.dsid, command.job),
+    ).fetchone()
+    if row is None:
+        raise errors.NotFound(f"There is no job '{command.job}' on datasource '{command.dsid}'.")
+    existing = JobRecord.from_wire(codec.loads(row[1]))
+    timestamp = store.timestamp_for(command.dsid)
+    if isinstance(command, Revise):
+        outcome = revisions.decide_revise(
+            existing,
+            client=command.client,
+            request=command.request,
+            rollback=command.rollback,
+            timestamp=timestamp,
+        )
+    else:
+        outcome = revisions.decide_desired(
+            existing, client=command.client, state=command.state, timestamp=timestamp
+        )
+    if outcome.event is not None:
+        store.write_job(db, row[0], outcome, datasource, timestamp, out)
+    if isinstance(command, Revise):
+        return (outcome.record, outcome.event is not None)
+    return outcome.record
