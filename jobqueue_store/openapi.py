@@ -379,6 +379,41 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _pipeline_paths(paths: dict[str, Any]) -> dict[str, Any]:
+    """Add the operations of long-running jobs: update, stop, start, revisions."""
+    record = _ok("The job's record.", "status_record")
+    paths["/{dsid}/job/{job}/"]["put"] = {
+        "operationId": "updateJob",
+        "summary": "Update a job's request: a new revision (reopens a finished job).",
+        "requestBody": _body("job_update"),
+        "responses": {
+            "200": _ok(
+                "The same request as the current revision: nothing changed.", "status_record"
+            ),
+            "202": _ok("A new revision, status submitted.", "status_record"),
+            **_errors(400, 404, 409, 413, 415, 429),
+        },
+    }
+    for verb, what in (("stop", "Stop"), ("start", "Start")):
+        paths["/{dsid}/job/{job}/" + verb] = {
+            "parameters": [DSID, JOB],
+            "post": {
+                "operationId": verb + "Job",
+                "summary": f"{what} a long-running job (sets desired_state).",
+                "responses": {"200": record, **_errors(400, 404, 409)},
+            },
+        }
+    paths["/{dsid}/job/{job}/revisions"] = {
+        "parameters": [DSID, JOB],
+        "get": {
+            "operationId": "jobRevisions",
+            "summary": "Every revision of a job, oldest first.",
+            "responses": {"200": _ok("The revisions.", "revisions"), **_errors(400, 404)},
+        },
+    }
+    return paths
+
+
 @functools.cache
 def document() -> dict[str, Any]:
     """The whole OpenAPI 3.1 document."""
@@ -393,7 +428,7 @@ def document() -> dict[str, Any]:
         },
         "jsonSchemaDialect": METASCHEMA,
         "security": [{"bearer": []}, {"apiKey": []}],
-        "paths": _paths(),
+        "paths": _pipeline_paths(_paths()),
         "components": {
             "schemas": schemas,
             "securitySchemes": {

@@ -17,8 +17,8 @@ from jobqueue_store.auth import Principal
 from jobqueue_store.errors import BadRequest, Forbidden, NotFound
 from jobqueue_store.hub import Hub, Subscription, job_channel, stream_channel
 from jobqueue_store.models import (
-    DesiredState,
     Datasource,
+    DesiredState,
     Event,
     JobPage,
     JobRecord,

@@ -125,7 +125,9 @@ def status_update(body: Any) -> StatusUpdate:
         retry_in = number_field(obj, "retry_in", 0, MAX_TIMEOUT, "seconds before a new claim")
     revision = None
     if "revision" in obj:
-        revision = whole_number(obj, "revision", 0, MAX_REVISION, "the revision the update is about")
+        revision = whole_number(
+            obj, "revision", 0, MAX_REVISION, "the revision the update is about"
+        )
     return StatusUpdate(
         status=status,
         response=obj.get("response"),

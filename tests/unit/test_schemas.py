@@ -53,6 +53,8 @@ EXPECTED = {
     "worker_release",
     "worker_slot",
     "worker_take",
+    "job_update",
+    "revisions",
 }
 T0 = 1_700_000_000_000
 
