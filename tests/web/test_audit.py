@@ -90,7 +90,7 @@ async def test_refused_writes_are_audited(api: Api, caplog: pytest.LogCaptureFix
     )
     await api.call("POST", "/nope/job/", tok, {"job": "j1", "request": 1}, expect=404)
     await api.call("POST", "/ds1/job/", tok, {"job": "bad id!", "request": 1}, expect=400)
-    await api.call("PUT", "/ds1/job/j1/", tok, {}, expect=405)
+    await api.call("PATCH", "/ds1/job/j1/", tok, {}, expect=405)
     await api.call("POST", "/no/such/endpoint", tok, {}, expect=404)
     got = [(x["role"], x["action"], x["job"], x["status"], x["code"]) for x in audit_lines(caplog)]
     assert got == [

@@ -113,7 +113,8 @@ async def test_sqlite_counts_unfinished_jobs_from_the_partial_index(tmp_path: Pa
         plan = await store._read(
             lambda db: db.execute(
                 "EXPLAIN QUERY PLAN SELECT count(*) FROM jobs WHERE datasource_id = ? AND "
-                "client = ? AND status IN ('submitted', 'accepted', 'retrying')",
+                "client = ? AND status IN ('submitted', 'accepted', 'retrying', 'running', "
+                "'stopped')",
                 ("ds1", "app1"),
             ).fetchall()
         )
