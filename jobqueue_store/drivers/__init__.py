@@ -158,7 +158,8 @@ def _make(name: str, args: argparse.Namespace) -> Driver:
 def builtin_driver(name: str, argv: Sequence[str] = ()) -> Driver:
     """The built-in driver ``name``, configured from ``argv`` and the environment.
 
-    Bad options print a usage message and exit with status 2, as on the command line.
+    Options argparse refuses print a usage message and exit with status 2, as on the command
+    line; a value it cannot check (an allowed URL prefix) raises ``ValueError``.
     """
     return _make(name, build_parser(name).parse_args(list(argv)))
 
@@ -170,7 +171,10 @@ def main(name: str, argv: Sequence[str]) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    driver = _make(name, args)
+    try:
+        driver = _make(name, args)
+    except ValueError as exc:
+        parser.error(str(exc))
     if not driver.token:
         parser.error("a driver token is needed: pass --token or set JOBQUEUE_STORE_TOKEN")
     try:

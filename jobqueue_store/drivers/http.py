@@ -234,14 +234,11 @@ def options_from(args: argparse.Namespace) -> HttpOptions:
 
 
 def make_driver(args: argparse.Namespace | HttpOptions) -> Driver:
-    """An http driver with the options parsed by :func:`add_options` (or given directly)."""
-    if isinstance(args, HttpOptions):
-        options = args
-    else:
-        try:
-            options = options_from(args)
-        except ValueError as exc:
-            raise SystemExit(f"jobqueue-store run-driver http: {exc}") from None
+    """An http driver with the options parsed by :func:`add_options` (or given directly).
+
+    Raises ``ValueError`` with a sentence for an allowed prefix that is not a plain http(s) URL.
+    """
+    options = args if isinstance(args, HttpOptions) else options_from(args)
     driver = Driver(
         description="Makes an HTTP request to an allowed URL: {url, method, body, headers, "
         "timeout} -> {status, url, content_type, body, truncated}.",
