@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from jobqueue_store import cli_verbs
+from jobqueue_store.driver import Driver
 from jobqueue_store.drivers import build_parser, builtin_driver, is_builtin
 from jobqueue_store.drivers import http as http_driver
 from jobqueue_store.drivers import shell as shell_driver
@@ -102,3 +104,16 @@ def test_bad_option_values_are_usage_errors(
 def test_a_bad_allowed_prefix_is_a_sentence() -> None:
     with pytest.raises(ValueError, match=r"allowed URL prefix: 'a\.example/x' is not an http"):
         builtin_driver("http", ["--allow-url", "a.example/x"])
+
+
+def test_run_driver_resolves_builtin_names_before_module_attr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # ``run-driver --dsid D shell``: options before the name reach the generic path
+    monkeypatch.setenv("SHELL_DRIVER_ALLOW", "echo")
+    found = cli_verbs.load_driver("shell")
+    assert isinstance(found, Driver)
+    assert found.request_schema == shell_driver.REQUEST_SCHEMA
+    assert isinstance(cli_verbs.load_driver("http"), Driver)
+    with pytest.raises(cli_verbs.UsageError, match="is not MODULE:ATTR"):
+        cli_verbs.load_driver("ftp")
