@@ -45,6 +45,7 @@ from urllib.parse import urljoin
 import aiohttp
 import jsonschema
 import orjson
+from multidict import CIMultiDict
 from yarl import URL
 
 from jobqueue_store import __version__, codec
@@ -298,14 +299,17 @@ async def fetch(request: Any, options: HttpOptions, *, job_id: str = "") -> dict
     _check_request(request)
     url = _allowed(request["url"], options.allow)
     method = request.get("method", "POST")
-    headers = {"User-Agent": f"jobqueue-store-http-driver/{__version__}"}
+    headers: CIMultiDict[str] = CIMultiDict(
+        {"User-Agent": f"jobqueue-store-http-driver/{__version__}"}
+    )
     if job_id:
         headers["X-Jobqueue-Job"] = job_id
     body: bytes | None = None
     if "body" in request:
         body = codec.dumps(request["body"])
         headers["Content-Type"] = "application/json"
-    headers.update(request.get("headers", {}))
+    for name, value in request.get("headers", {}).items():
+        headers[name] = value  # replaces a default of any case
     timeout = min(float(request.get("timeout", options.timeout)), options.timeout)
     session = aiohttp.ClientSession(
         cookie_jar=aiohttp.DummyCookieJar(),
@@ -333,7 +337,7 @@ async def _follow(
     session: aiohttp.ClientSession,
     method: str,
     url: NormalURL,
-    headers: dict[str, str],
+    headers: CIMultiDict[str],
     body: bytes | None,
     options: HttpOptions,
 ) -> dict[str, Any]:
@@ -352,9 +356,10 @@ async def _follow(
             )
         if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
             method, body = "GET", None
-            headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+            headers.popall("Content-Type", None)
         if target.origin != url.origin:
-            headers = {k: v for k, v in headers.items() if k.lower() not in CREDENTIAL_HEADERS}
+            for name in CREDENTIAL_HEADERS:
+                headers.popall(name, None)
         url = target
     raise HTTPError(f"more than {MAX_REDIRECTS} redirects, the last to {url}")
 

@@ -91,6 +91,9 @@ async def target() -> AsyncIterator[Target]:
     async def redirect_in(request: web.Request) -> web.Response:
         raise web.HTTPSeeOther("/ok/json")
 
+    async def redirect_host(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(f"http://localhost:{port}/ok/json")
+
     async def secret(request: web.Request) -> web.Response:
         return web.Response(text="the secret")
 
@@ -103,6 +106,7 @@ async def target() -> AsyncIterator[Target]:
     app.router.add_route("*", "/ok/huge", huge)
     app.router.add_route("*", "/ok/redirect-out", redirect_out)
     app.router.add_route("*", "/ok/redirect-in", redirect_in)
+    app.router.add_route("*", "/ok/redirect-host", redirect_host)
     app.router.add_route("*", "/secret", secret)
     runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()
@@ -213,6 +217,28 @@ async def test_fetch_follows_a_redirect_only_to_an_allowed_url(target: Target) -
     with pytest.raises(URLNotAllowed, match=r"redirected \(302\) to .*/secret is not under"):
         await fetch({"url": f"{target.base}/ok/redirect-out"}, options(target))
     assert target.paths() == ["/ok/redirect-in", "/ok/json", "/ok/redirect-out"]
+
+
+async def test_fetch_keeps_method_and_body_on_307_but_not_credentials_across_origins(
+    target: Target,
+) -> None:
+    port = target.base.rsplit(":", 1)[1]
+    allow = AllowList([f"{target.base}/ok/", f"http://localhost:{port}/ok/"])
+    request = {
+        "url": f"{target.base}/ok/redirect-host",
+        "method": "PUT",
+        "body": {"n": 2},
+        "headers": {"Authorization": "Bearer s3cret", "content-type": "application/x+json"},
+    }
+    answer = await fetch(request, HttpOptions(allow=allow))
+    assert (answer["url"], answer["body"]["method"]) == (f"http://localhost:{port}/ok/json", "PUT")
+    assert target.seen == [("PUT", "/ok/redirect-host"), ("PUT", "/ok/json")]
+    assert target.bodies == [b'{"n":2}', b'{"n":2}']
+    first, second = target.headers
+    assert first["Authorization"] == "Bearer s3cret"
+    assert "Authorization" not in second  # another origin
+    for sent in (first, second):  # the request's header replaced the default, of any case
+        assert sent["Content-Type"] == "application/x+json"
 
 
 async def test_fetch_refuses_a_request_of_the_wrong_shape(target: Target) -> None:
