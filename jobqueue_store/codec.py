@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import orjson
@@ -9,6 +11,12 @@ import orjson
 from jobqueue_store.errors import BadRequest
 
 JSONDecodeError = orjson.JSONDecodeError
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+"""19 digits in a row: the shortest run that can spell an integer outside signed 64 bits
+(2^63 has 19 digits). orjson turns such integers into floats or keeps them up to 2^64 - 1."""
 
 
 def dumps(value: Any) -> bytes:
@@ -36,6 +44,30 @@ def parse_body(data: bytes) -> Any:
     if not data:
         raise BadRequest("The request body is empty: send a JSON object.")
     try:
-        return orjson.loads(data)
+        value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}.") from None
+    if _LONG_DIGITS.search(data) is not None:
+        _check_integers(data)
+    return value
+
+
+def _int64(text: str) -> int:
+    # A length check first: int() refuses more than 4,300 digits with a ValueError.
+    if len(text) > 20 or not INT64_MIN <= (number := int(text)) <= INT64_MAX:
+        raise BadRequest(
+            f"The request body has the integer {text[:40]}{'...' if len(text) > 40 else ''}, "
+            "outside -2^63..2^63-1: integers must fit in 64 bits (send a larger number as a "
+            "string, or as a float such as 1e30)."
+        )
+    return number
+
+
+def _check_integers(data: bytes) -> None:
+    """Raise :class:`BadRequest` if ``data`` (valid JSON) has an integer outside signed 64 bits.
+
+    orjson would turn it into a float (or keep it up to 2^64 - 1), altering the request
+    silently; only bodies with a run of 19+ digits (maybe in a string) are parsed again, with
+    the standard library, which keeps integers exact.
+    """
+    json.loads(data, parse_int=_int64)
