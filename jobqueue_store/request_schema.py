@@ -112,10 +112,18 @@ def _has_nested_id(node: Any, root: bool = True) -> bool:
     return any(_has_nested_id(v, False) for k, v in node.items() if k not in _NOT_SCHEMAS)
 
 
+def _specification(schema: dict[str, Any]) -> referencing.Specification[Any]:
+    """The reference rules of ``schema``'s dialect (2020-12 when it names none)."""
+    dialect = schema.get("$schema")
+    return referencing.jsonschema.specification_with(
+        dialect if isinstance(dialect, str) else "", default=referencing.jsonschema.DRAFT202012
+    )
+
+
 def _resolver(schema: dict[str, Any]) -> _Resolver:
-    resource = referencing.jsonschema.DRAFT202012.create_resource(schema)
+    resource = _specification(schema).create_resource(schema)
     base = resource.id() or ""
-    registry: referencing.Registry[Any] = _NO_RETRIEVAL.with_resource(base, resource).crawl()
+    registry: referencing.Registry[Any] = _NO_RETRIEVAL.with_resource(base, resource)
     return registry.resolver(base_uri=base)
 
 
@@ -160,13 +168,14 @@ class _Graph:
         nested_id = _has_nested_id(schema)
         # Building a resolver crawls the whole schema: only when there is a reference to follow.
         first = _resolver(schema) if _references(schema) else None
+        specification = _specification(schema)
         stack: list[tuple[Any, str, _Resolver | None]] = [(schema, "#", first)]
         while stack:
             node, where, resolver = stack.pop()
             if not isinstance(node, dict) or id(node) in self.nodes:
                 continue
             if resolver is not None and where != "#" and isinstance(node.get("$id"), str):
-                resource = referencing.jsonschema.DRAFT202012.create_resource(node)
+                resource = specification.create_resource(node)
                 resolver = resolver.in_subresource(resource)
             enum = node.get("enum")
             entry = _Node(where, 1 + len(node) + (len(enum) if isinstance(enum, list) else 0))
@@ -369,7 +378,12 @@ def check(schema: dict[str, Any]) -> None:
             f'"request_schema" refers to {unresolvable!r}, which it does not contain: '
             "the store never fetches other documents, so a $ref must point inside it."
         )
-    _analyse(schema)
+    try:
+        _analyse(schema)
+    except referencing.exceptions.Unresolvable as exc:
+        raise BadRequest(
+            f'"request_schema" has a reference that does not resolve inside it ({exc}).'
+        ) from None
     _compiled(schema)
 
 
@@ -556,7 +570,7 @@ class Validators:
             error = jsonschema.exceptions.best_match(validator.iter_errors(request))
         except _OutOfTime:
             return generic[:-1] + " (finding where took too long)."
-        except (referencing.exceptions.Unresolvable, RecursionError):
+        except Exception:  # the verdict stands; only its sentence is lost
             return generic
         if error is None:
             return generic
