@@ -45,9 +45,9 @@ MAX_CHECKS_PER_REQUEST = 2_000_000
 """Budget of one submit: the request's values times the schema's checks per value."""
 MESSAGE_BUDGET = 0.025
 """Seconds spent at most working out where and why a request does not match its schema."""
-MAX_REQUEST_DEPTH = 64
-"""Deepest request nesting considered when bounding a schema's checks per value (the default
-``max_json_depth``)."""
+MAX_REQUEST_DEPTH = 1024
+"""Deepest request nesting considered when bounding a schema's checks per value (as deep as a
+body can nest at all: JSON deeper than 1,024 levels is not decoded)."""
 REGEX_SIZE_LIMIT = 1 << 20
 """Largest compiled program of one ``pattern`` (bytes, the regex engine's own measure)."""
 
@@ -268,11 +268,22 @@ class _Graph:
         """
         order = self._in_place_order()
         order.reverse()  # subschemas applied in place come before those that apply them
+        position = {n: i for i, n in enumerate(order)}
+        applied_by: dict[int, list[int]] = {}  # subschema -> subschemas that apply it
+        descended_by: dict[int, list[int]] = {}  # subschema -> subschemas that descend into it
+        for n, node in self.nodes.items():
+            for c in node.in_place:
+                applied_by.setdefault(c, []).append(n)
+            for _, members in node.objects + node.arrays:
+                for m in members:
+                    descended_by.setdefault(m, []).append(n)
         previous: dict[int, int] = {}
+        recent: list[dict[int, int]] = []
         worst = 0
+        active = order
         for depth in range(MAX_REQUEST_DEPTH + 1):
             current: dict[int, int] = {}
-            for n in order:
+            for n in active:
                 node = self.nodes[n]
                 if depth == 0:
                     cost = node.weight
@@ -283,9 +294,20 @@ class _Graph:
                     current[n] = min(cost, limit + 1)
             top = current.get(self.root, 0)
             worst = max(worst, top)
-            if worst > limit or not top:
-                break
+            if worst > limit or not top or current in recent:
+                break  # over the limit, nothing deeper, or repeating: deeper levels cost no more
+            recent = [*recent[-3:], current]
             previous = current
+            # Next level: only subschemas that descend into one that costs something here, and
+            # those that apply them in place.
+            reached = {p for c in current for p in descended_by.get(c, ())}
+            stack = list(reached)
+            while stack:
+                for p in applied_by.get(stack.pop(), ()):
+                    if p not in reached:
+                        reached.add(p)
+                        stack.append(p)
+            active = sorted(reached, key=position.__getitem__)
         return worst
 
     def _in_place_order(self) -> list[int]:
@@ -392,6 +414,12 @@ def _compiled(schema: dict[str, Any]) -> jsonschema_rs.Validator | None:
     (reported on each submit, as before); :class:`BadRequest` for anything else."""
     try:
         return _compile(schema)
+    except jsonschema_rs.ReferencingError as exc:
+        if _has_nested_id(schema):
+            return None
+        raise BadRequest(
+            f'"request_schema" has a reference that does not resolve: {exc}.'
+        ) from None
     except jsonschema_rs.ValidationError as exc:
         kind = exc.kind
         if isinstance(kind, jsonschema_rs.ValidationErrorKind.Format) and kind.format == "regex":
