@@ -43,7 +43,7 @@ MAX_CHECKS_PER_VALUE = 10_000
 """Most subschema keywords a schema may apply to one value of a request, ``$ref`` followed."""
 MAX_CHECKS_PER_REQUEST = 2_000_000
 """Budget of one submit: the request's values times the schema's checks per value."""
-MESSAGE_BUDGET = 0.025
+MESSAGE_BUDGET = 0.05
 """Seconds spent at most working out where and why a request does not match its schema."""
 MAX_REQUEST_DEPTH = 1024
 """Deepest request nesting considered when bounding a schema's checks per value (as deep as a
@@ -528,6 +528,12 @@ def _unbool(value: Any) -> Any:
     return value
 
 
+def _values(data: bytes) -> int:
+    """An upper bound on the values (keys included) in the JSON ``data``: each one but the
+    first follows a ``[``, ``{``, ``,`` or ``:`` (counted in strings too: counting is in C)."""
+    return 1 + data.count(b",") + data.count(b":") + data.count(b"[") + data.count(b"{")
+
+
 class _Compiled:
     """A datasource's schema, compiled for checking requests."""
 
@@ -573,8 +579,7 @@ class Validators:
                 "its driver must declare it again with a schema that is complete."
             )
         if compiled.checks > 1:
-            # Every value of a request takes at least 2 bytes of JSON (1 and a comma).
-            values = (len(codec.dumps(request)) + 1) // 2
+            values = _values(codec.dumps(request))
             if values * compiled.checks > MAX_CHECKS_PER_REQUEST:
                 raise BadRequest(
                     f"The request is too costly to check against datasource '{datasource.id}''s "

@@ -132,7 +132,7 @@ def test_unique_items_is_checked_in_linear_time_and_explained() -> None:
     schema = {"uniqueItems": True}
     items: list[Any] = [{"i": i} for i in range(20_000)]
     Validators().validate(Datasource("d", "", schema), items)
-    assert "non-unique" in _sentence(schema, [*items, {"i": 7}])
+    assert "non-unique" in _sentence(schema, [*items[:2000], {"i": 7}])
     assert "non-unique" in _sentence(schema, [1, 1.0])
     Validators().validate(Datasource("d", "", schema), [1, True])
 
