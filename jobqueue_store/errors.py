@@ -6,6 +6,8 @@
     ├── Forbidden              403 forbidden
     ├── NotFound               404 not_found
     ├── Conflict               409 conflict
+    │   ├── LeaseLost          409 lease_lost (the worker no longer holds the job)
+    │   └── SlotTaken          409 slot_taken (another worker holds the worker slot)
     ├── TooLarge               413 too_large
     ├── UnsupportedMediaType   415 unsupported_media_type
     ├── TooMany                429 too_many (carries retry_after seconds)
@@ -62,6 +64,18 @@ class Conflict(StoreError):
 
     status = 409
     code = "conflict"
+
+
+class LeaseLost(Conflict):
+    """The lease does not hold this job any more: stop working on it."""
+
+    code = "lease_lost"
+
+
+class SlotTaken(Conflict):
+    """Another worker holds this datasource's worker slot."""
+
+    code = "slot_taken"
 
 
 class TooLarge(StoreError):

@@ -13,26 +13,49 @@ from typing import Any
 
 from jobqueue_store import codec
 from jobqueue_store.errors import Conflict, Forbidden
-from jobqueue_store.models import EventType, JobRecord, Status, StatusUpdate
+from jobqueue_store.models import Datasource, EventType, JobRecord, Status, StatusUpdate
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What a write does: the resulting record and the event to append (``None``: no change)."""
+    """What a write does: the resulting record and the event to append (``None``: no change).
+
+    ``touched``: with no event, the record still changed where no event is due (a lease
+    renewal) and must be stored. ``reason``: the ``reason`` of a ``cancel`` entry the store
+    appends itself (``"timeout"``).
+    """
 
     record: JobRecord
     event: EventType | None
     created: bool = False
+    touched: bool = False
+    reason: str | None = None
+    timeout: int | None = None
 
 
-def request_entry_data(record: JobRecord) -> dict[str, Any]:
+def request_entry_data(record: JobRecord, timeout: int | None = None) -> dict[str, Any]:
     """The data of a ``request`` entry: the job record as submitted."""
-    return {"job": record.job, "client": record.client, "request": record.request}
+    data = {"job": record.job, "client": record.client, "request": record.request}
+    if timeout is not None:
+        data["timeout"] = timeout
+    return data
 
 
-def cancel_entry_data(record: JobRecord) -> dict[str, Any]:
-    """The data of a ``cancel`` entry."""
-    return {"job": record.job, "client": record.client}
+def cancel_entry_data(record: JobRecord, reason: str | None = None) -> dict[str, Any]:
+    """The data of a ``cancel`` entry (``reason``: ``"timeout"`` for a deadline's request)."""
+    data: dict[str, Any] = {"job": record.job, "client": record.client}
+    if reason is not None:
+        data["reason"] = reason
+    return data
+
+
+def entry_data(outcome: Outcome) -> dict[str, Any] | None:
+    """The request-stream data of ``outcome``'s event (``None`` for a status event)."""
+    if outcome.event == "request":
+        return request_entry_data(outcome.record, outcome.timeout)
+    if outcome.event == "cancel":
+        return cancel_entry_data(outcome.record, outcome.reason)
+    return None
 
 
 def same_request(a: Any, b: Any) -> bool:
@@ -66,9 +89,17 @@ def decide_submit(
     client: str,
     request: Any,
     timestamp: int,
+    timeout: int | None = None,
+    datasource: Datasource | None = None,
 ) -> Outcome:
-    """A client submits ``job``: a new record, an idempotent repeat, or a conflict."""
+    """A client submits ``job``: a new record, an idempotent repeat, or a conflict.
+
+    ``timeout`` (seconds), else the datasource's ``job_timeout``, sets the job's deadline.
+    """
     if existing is None:
+        seconds = timeout
+        if seconds is None and datasource is not None:
+            seconds = datasource.job_timeout
         record = JobRecord(
             datasource_id=datasource_id,
             job=job,
@@ -79,8 +110,9 @@ def decide_submit(
             version=1,
             submitted_at=timestamp,
             updated_at=timestamp,
+            deadline=None if seconds is None else timestamp + seconds * 1000,
         )
-        return Outcome(record, "request", created=True)
+        return Outcome(record, "request", created=True, timeout=timeout)
     if existing.client != client:
         raise Conflict(
             f"Job id '{job}' is already used on datasource '{datasource_id}': choose another id."
@@ -93,12 +125,27 @@ def decide_submit(
     return Outcome(existing, None)
 
 
-def decide_cancel(existing: JobRecord, *, client: str | None, timestamp: int) -> Outcome:
-    """A client asks to cancel ``existing``. ``client`` ``None`` means an admin (any job)."""
+def decide_cancel(
+    existing: JobRecord,
+    *,
+    client: str | None,
+    timestamp: int,
+    datasource: Datasource | None = None,
+) -> Outcome:
+    """A client asks to cancel ``existing``. ``client`` ``None`` means an admin (any job).
+
+    On a lease datasource a job that no lease holds ends ``cancelled`` at once.
+    """
     if client is not None and existing.client != client:
         raise Forbidden(f"Job '{existing.job}' belongs to another client.")
     if existing.terminal or existing.cancel_requested:
         return Outcome(existing, None)
+    if datasource is not None and datasource.leased:
+        from jobqueue_store.leases import decide_leased_cancel
+
+        ended = decide_leased_cancel(existing, now=timestamp)
+        if ended is not None:
+            return ended
     record = replace(
         existing,
         cancel_requested=True,
@@ -108,15 +155,39 @@ def decide_cancel(existing: JobRecord, *, client: str | None, timestamp: int) ->
     return Outcome(record, "cancel")
 
 
-def decide_update(existing: JobRecord, update: StatusUpdate, *, timestamp: int) -> Outcome:
-    """A driver reports ``update`` for ``existing``."""
-    changed = (
+def changes_anything(existing: JobRecord, update: StatusUpdate) -> bool:
+    """Whether ``update`` would change ``existing``'s status, response, error or progress."""
+    return (
         existing.status is not update.status
         or existing.has_response != update.has_response
         or (update.has_response and not same_request(existing.response, update.response))
         or existing.error != update.error
         or existing.progress != update.progress
     )
+
+
+def decide_update(
+    existing: JobRecord,
+    update: StatusUpdate,
+    *,
+    timestamp: int,
+    datasource: Datasource | None = None,
+    rand: float = 0.5,
+) -> Outcome:
+    """A driver reports ``update`` for ``existing``.
+
+    On a lease datasource the update must carry the job's current lease
+    (:func:`jobqueue_store.leases.decide_leased_update`).
+    """
+    if datasource is not None:
+        from jobqueue_store import leases
+
+        if datasource.leased:
+            return leases.decide_leased_update(
+                existing, update, datasource, now=timestamp, rand=rand
+            )
+        leases.check_stream_update(datasource, update)
+    changed = changes_anything(existing, update)
     if existing.terminal:
         if changed:
             raise Conflict(

@@ -54,20 +54,117 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class Dispatch(enum.StrEnum):
+    """How a datasource's jobs reach drivers."""
+
+    STREAM = "stream"
+    """One driver (the worker slot's holder) follows the request stream."""
+    LEASE = "lease"
+    """Any number of drivers claim jobs, each under a lease."""
+
+
+DEFAULT_LEASE_SECONDS = 30
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_CANCEL_GRACE = 10
+
+
 @dataclass(frozen=True, slots=True)
 class Datasource:
-    """A queue, declared by its driver."""
+    """A queue, declared by its driver.
+
+    ``lease_seconds``: a job lease (lease dispatch) or the worker slot (stream dispatch).
+    ``max_attempts``: claims of one job before it fails (lease dispatch). ``job_timeout``: the
+    default deadline of its jobs in seconds (``None``: none). ``cancel_grace``: seconds between a
+    deadline's cancel request and the job being ended ``cancelled``.
+    """
 
     id: str
     description: str = ""
     request_schema: dict[str, Any] | None = None
+    dispatch: Dispatch = Dispatch.STREAM
+    lease_seconds: int = DEFAULT_LEASE_SECONDS
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    job_timeout: int | None = None
+    cancel_grace: int = DEFAULT_CANCEL_GRACE
+
+    @property
+    def leased(self) -> bool:
+        """Whether drivers claim this datasource's jobs under leases."""
+        return self.dispatch is Dispatch.LEASE
 
     def to_wire(self) -> dict[str, Any]:
-        """The datasource as it appears on the wire."""
+        """The datasource as it appears on the wire. Settings left at their default are
+        omitted, except on a lease datasource, which always shows its dispatch, lease and
+        attempts."""
         out: dict[str, Any] = {"datasource_id": self.id, "description": self.description}
         if self.request_schema is not None:
             out["request_schema"] = self.request_schema
+        if self.leased:
+            out["dispatch"] = self.dispatch.value
+            out["lease_seconds"] = self.lease_seconds
+            out["max_attempts"] = self.max_attempts
+        elif self.lease_seconds != DEFAULT_LEASE_SECONDS:
+            out["lease_seconds"] = self.lease_seconds
+        if self.job_timeout is not None:
+            out["job_timeout"] = self.job_timeout
+        if self.cancel_grace != DEFAULT_CANCEL_GRACE:
+            out["cancel_grace"] = self.cancel_grace
         return out
+
+    def settings_json(self) -> dict[str, Any]:
+        """The dispatch and deadline settings, as stored by the stores (one JSON column)."""
+        return {
+            "dispatch": self.dispatch.value,
+            "lease_seconds": self.lease_seconds,
+            "max_attempts": self.max_attempts,
+            "job_timeout": self.job_timeout,
+            "cancel_grace": self.cancel_grace,
+        }
+
+    @classmethod
+    def from_stored(
+        cls,
+        dsid: str,
+        description: str,
+        request_schema: dict[str, Any] | None,
+        settings: dict[str, Any] | None,
+    ) -> Datasource:
+        """Rebuild a datasource from its stored columns (``settings``: :meth:`settings_json`)."""
+        s = settings or {}
+        return cls(
+            id=dsid,
+            description=description,
+            request_schema=request_schema,
+            dispatch=Dispatch(s.get("dispatch", "stream")),
+            lease_seconds=s.get("lease_seconds", DEFAULT_LEASE_SECONDS),
+            max_attempts=s.get("max_attempts", DEFAULT_MAX_ATTEMPTS),
+            job_timeout=s.get("job_timeout"),
+            cancel_grace=s.get("cancel_grace", DEFAULT_CANCEL_GRACE),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A worker's hold on a job of a lease datasource."""
+
+    id: str
+    worker: str
+    attempt: int
+    expires_at: int
+
+    def to_wire(self) -> dict[str, Any]:
+        """The lease as carried by the status record."""
+        return {
+            "id": self.id,
+            "worker": self.worker,
+            "attempt": self.attempt,
+            "expires_at": self.expires_at,
+        }
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Lease:
+        """Rebuild a lease from its wire form."""
+        return cls(data["id"], data["worker"], data["attempt"], data["expires_at"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +184,14 @@ class JobRecord:
     has_response: bool = False
     error: str | None = None
     progress: float | None = None
+    lease: Lease | None = None
+    """The lease that holds the job now (lease datasources)."""
+    attempts: int = 0
+    """How many times the job was claimed (lease datasources)."""
+    retry_at: int | None = None
+    """When a job given back or taken back can be claimed again (ms)."""
+    deadline: int | None = None
+    """When the store requests the job's cancellation if it is still not terminal (ms)."""
 
     @property
     def terminal(self) -> bool:
@@ -112,6 +217,14 @@ class JobRecord:
         out["version"] = self.version
         out["submitted_at"] = self.submitted_at
         out["updated_at"] = self.updated_at
+        if self.lease is not None:
+            out["lease"] = self.lease.to_wire()
+        if self.attempts:
+            out["attempts"] = self.attempts
+        if self.retry_at is not None:
+            out["retry_at"] = self.retry_at
+        if self.deadline is not None:
+            out["deadline"] = self.deadline
         return out
 
     @classmethod
@@ -131,6 +244,10 @@ class JobRecord:
             has_response="response" in data,
             error=data.get("error"),
             progress=data.get("progress"),
+            lease=None if "lease" not in data else Lease.from_wire(data["lease"]),
+            attempts=data.get("attempts", 0),
+            retry_at=data.get("retry_at"),
+            deadline=data.get("deadline"),
         )
 
 
@@ -144,6 +261,51 @@ class StatusUpdate:
     has_response: bool = False
     error: str | None = None
     progress: float | None = None
+    lease: str | None = None
+    """The lease id the update is made under (required on lease datasources)."""
+    retry_in: float | None = None
+    """With ``retrying`` on a lease datasource: seconds before the job can be claimed again."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker of a datasource as ``GET /cat`` shows it: the stream worker slot's holder, or a
+    worker that claimed jobs of a lease datasource recently."""
+
+    worker: str
+    since: int
+    last_seen: int
+    expires_at: int | None = None
+    resume: int | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The worker as an item of a catalogue entry's ``workers``."""
+        out: dict[str, Any] = {
+            "worker": self.worker,
+            "since": self.since,
+            "last_seen": self.last_seen,
+        }
+        if self.expires_at is not None:
+            out["expires_at"] = self.expires_at
+            out["resume"] = self.resume
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SlotLease:
+    """The stream worker slot as its holder sees it: its lease and the stored resume point."""
+
+    id: str
+    worker: str
+    expires_at: int
+    resume: int | None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The reply of taking or renewing the slot."""
+        return {
+            "lease": {"id": self.id, "worker": self.worker, "expires_at": self.expires_at},
+            "resume": self.resume,
+        }
 
 
 @dataclass(frozen=True, slots=True)

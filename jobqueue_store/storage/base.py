@@ -30,15 +30,30 @@ import abc
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from jobqueue_store.models import Datasource, Event, JobPage, JobRecord, Status, StatusUpdate
+from jobqueue_store.models import (
+    Datasource,
+    Event,
+    JobPage,
+    JobRecord,
+    SlotLease,
+    Status,
+    StatusUpdate,
+    WorkerInfo,
+)
+from jobqueue_store.timers import Clock
 
 Listener = Callable[[Sequence[Event]], None]
 
 
 class Store(abc.ABC):
-    """A job-queue store. Open with :meth:`open`, close with :meth:`close`."""
+    """A job-queue store. Open with :meth:`open`, close with :meth:`close`.
+
+    ``clock`` is where the store reads the time (timestamps, leases, due times); tests pass a
+    :class:`~jobqueue_store.timers.ManualClock`.
+    """
 
     _listener: Listener | None = None
+    clock: Clock
 
     def set_listener(self, listener: Listener | None) -> None:
         """Receive committed events, in ``seq`` order, after each commit."""
@@ -81,21 +96,62 @@ class Store(abc.ABC):
     # writes -------------------------------------------------------------------------------------
     @abc.abstractmethod
     async def submit(
-        self, dsid: str, job: str, client: str, request: Any
+        self, dsid: str, job: str, client: str, request: Any, timeout: int | None = None
     ) -> tuple[JobRecord, bool]:
         """Submit a job; return ``(record, created)``.
 
         Raises ``NotFound`` for an unknown datasource and ``Conflict`` per
-        :func:`~jobqueue_store.lifecycle.decide_submit`. A repeat appends nothing.
+        :func:`~jobqueue_store.lifecycle.decide_submit`. A repeat appends nothing. ``timeout``
+        (seconds, else the datasource's ``job_timeout``) sets the job's deadline.
         """
 
     @abc.abstractmethod
     async def cancel(self, dsid: str, job: str, client: str | None) -> JobRecord:
-        """Request cancellation; ``client`` ``None`` is an admin. ``NotFound`` / ``Forbidden``."""
+        """Request cancellation; ``client`` ``None`` is an admin. ``NotFound`` / ``Forbidden``.
+
+        On a lease datasource a job that no lease holds ends ``cancelled`` at once.
+        """
 
     @abc.abstractmethod
     async def update_status(self, dsid: str, job: str, update: StatusUpdate) -> JobRecord:
-        """A driver's status report. ``NotFound`` / ``Conflict``."""
+        """A driver's status report. ``NotFound`` / ``Conflict``; on a lease datasource
+        ``LeaseLost`` unless ``update.lease`` holds the job (the update renews it)."""
+
+    # leases, timers and the worker slot (rules: jobqueue_store.leases) ------------------------
+    @abc.abstractmethod
+    async def claim(self, dsid: str, worker: str, max_jobs: int) -> list[JobRecord]:
+        """Claim up to ``max_jobs`` claimable jobs of lease datasource ``dsid`` for ``worker``,
+        oldest first by ``seq``, in one write: each ``accepted`` under a new lease (one
+        ``status`` event each). No job is ever held by two leases, across processes.
+        ``Conflict`` on a stream datasource."""
+
+    @abc.abstractmethod
+    async def heartbeat(self, dsid: str, job: str, lease: str) -> JobRecord:
+        """Renew ``lease`` on ``job`` for the datasource's ``lease_seconds``: no event, version
+        unchanged. ``LeaseLost`` if the lease does not hold the job."""
+
+    @abc.abstractmethod
+    async def fire_due(self, limit: int = 500) -> int:
+        """Fire every due item (at most ``limit`` rows) at the clock's now as ordinary writes
+        (:func:`jobqueue_store.leases.decide_fire`); return how many events were appended.
+        Several processes may call it at once: each due item fires once."""
+
+    @abc.abstractmethod
+    async def take_slot(self, dsid: str, worker: str) -> SlotLease:
+        """Take stream datasource ``dsid``'s worker slot; ``SlotTaken`` while another holds it,
+        ``Conflict`` on a lease datasource. The reply carries the stored resume point."""
+
+    @abc.abstractmethod
+    async def renew_slot(self, dsid: str, lease: str, resume: int | None) -> SlotLease:
+        """Renew the slot held by ``lease`` and store ``resume`` (kept if ``None``)."""
+
+    @abc.abstractmethod
+    async def release_slot(self, dsid: str, lease: str) -> None:
+        """Free the slot held by ``lease``; its resume point stays for the next holder."""
+
+    @abc.abstractmethod
+    async def workers(self, dsid: str) -> list[WorkerInfo]:
+        """The stream slot's holder, or the lease workers seen recently, of ``dsid``."""
 
     # reads --------------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -39,27 +39,30 @@ from typing import Any
 
 import asyncpg
 
-from jobqueue_store import codec
+from jobqueue_store import codec, leases
 from jobqueue_store.errors import BadRequest, NotFound, StoreError, Unavailable
 from jobqueue_store.lifecycle import (
-    cancel_entry_data,
+    Outcome,
     decide_cancel,
     decide_submit,
     decide_update,
-    request_entry_data,
+    entry_data,
 )
 from jobqueue_store.models import (
     Datasource,
     Event,
-    EventType,
     JobPage,
     JobRecord,
+    Lease,
+    SlotLease,
     Status,
     StatusUpdate,
-    now_ms,
+    WorkerInfo,
 )
+from jobqueue_store.storage import postgres_leases as pl
 from jobqueue_store.storage.base import Store
 from jobqueue_store.storage.migrations import packaged
+from jobqueue_store.timers import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +92,7 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.SerializationError,
 )
 
-_JOB_COLUMNS = (
-    "id, datasource_id, job, client, status, request, response, error, progress, "
-    "cancel_requested, version, submitted_at, updated_at"
-)
+_JOB_COLUMNS = pl.JOB_COLUMNS
 _EVENT_COLUMNS = "seq, datasource_id, type, job, client, ts, record, data"
 
 _SQL_LOCK_LOG = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
@@ -100,9 +100,9 @@ _SQL_GET_COUNTER = "SELECT seq FROM log_counter"
 # The batch's first read, after the lock: the log counter and the last timestamp of each
 # datasource the batch names (absent from the arrays: no such datasource).
 _SQL_BATCH_START = (
-    "SELECT c.seq, d.ids, d.last_ts FROM log_counter c, LATERAL ("
-    "SELECT array_agg(id) AS ids, array_agg(last_ts) AS last_ts FROM datasources "
-    "WHERE id = ANY($1::text[])) d"
+    "SELECT c.seq, d.ids, d.last_ts, d.settings FROM log_counter c, LATERAL ("
+    "SELECT array_agg(id) AS ids, array_agg(last_ts) AS last_ts, array_agg(settings) AS settings "
+    "FROM datasources WHERE id = ANY($1::text[])) d"
 )
 _SQL_JOBS_FOR_UPDATE = (
     f"SELECT {_JOB_COLUMNS} FROM jobs WHERE (datasource_id, job) IN "
@@ -117,38 +117,42 @@ _SQL_JOB_GET = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE datasource_id = $1 AND jo
 _SQL_BATCH_WRITE = f"""
 WITH new_jobs AS (
     INSERT INTO jobs (datasource_id, job, client, status, request, response, error, progress,
-                      cancel_requested, version, submitted_at, updated_at)
+                      cancel_requested, version, submitted_at, updated_at, deadline, due_at)
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::text[], $8::float8[], $9::boolean[], $10::integer[], $11::bigint[],
-                         $12::bigint[])
+                         $12::bigint[], $13::bigint[], $14::bigint[])
 ), changed_jobs AS (
     UPDATE jobs j SET status = v.status, response = v.response, error = v.error,
         progress = v.progress, cancel_requested = v.cancel_requested, version = v.version,
-        updated_at = v.updated_at
-    FROM unnest($13::bigint[], $14::text[], $15::text[], $16::text[], $17::float8[],
-                $18::boolean[], $19::integer[], $20::bigint[])
-        AS v(id, status, response, error, progress, cancel_requested, version, updated_at)
+        updated_at = v.updated_at, lease_id = v.lease_id, lease_worker = v.lease_worker,
+        lease_expires_at = v.lease_expires_at, attempts = v.attempts, retry_at = v.retry_at,
+        due_at = v.due_at
+    FROM unnest($15::bigint[], $16::text[], $17::text[], $18::text[], $19::float8[],
+                $20::boolean[], $21::integer[], $22::bigint[], $23::text[], $24::text[],
+                $25::bigint[], $26::integer[], $27::bigint[], $28::bigint[])
+        AS v(id, status, response, error, progress, cancel_requested, version, updated_at,
+             lease_id, lease_worker, lease_expires_at, attempts, retry_at, due_at)
     WHERE j.id = v.id
 ), new_events AS (
     INSERT INTO events ({_EVENT_COLUMNS})
-    SELECT * FROM unnest($21::bigint[], $22::text[], $23::text[], $24::text[], $25::text[],
-                         $26::bigint[], $27::text[], $28::text[])
+    SELECT * FROM unnest($29::bigint[], $30::text[], $31::text[], $32::text[], $33::text[],
+                         $34::bigint[], $35::text[], $36::text[])
 ), bumped AS (
     UPDATE datasources d SET last_ts = GREATEST(d.last_ts, v.ts)
-    FROM unnest($29::text[], $30::bigint[]) AS v(id, ts)
+    FROM unnest($37::text[], $38::bigint[]) AS v(id, ts)
     WHERE d.id = v.id
 ), counter AS (
-    UPDATE log_counter SET seq = $31::bigint
+    UPDATE log_counter SET seq = $39::bigint
 )
-SELECT pg_notify($32, $33)
+SELECT pg_notify($40, $41)
 """
 _SQL_DS_UPSERT = (
-    "INSERT INTO datasources (id, description, request_schema) VALUES ($1, $2, $3) "
+    "INSERT INTO datasources (id, description, request_schema, settings) VALUES ($1, $2, $3, $4) "
     "ON CONFLICT (id) DO UPDATE SET description = EXCLUDED.description, "
-    "request_schema = EXCLUDED.request_schema"
+    "request_schema = EXCLUDED.request_schema, settings = EXCLUDED.settings"
 )
-_SQL_DS_GET = "SELECT id, description, request_schema FROM datasources WHERE id = $1"
-_SQL_DS_LIST = "SELECT id, description, request_schema FROM datasources ORDER BY id"
+_SQL_DS_GET = "SELECT id, description, request_schema, settings FROM datasources WHERE id = $1"
+_SQL_DS_LIST = "SELECT id, description, request_schema, settings FROM datasources ORDER BY id"
 _SQL_LATEST_ENTRY = (
     f"SELECT {_EVENT_COLUMNS} FROM events WHERE datasource_id = $1 AND type <> 'status' "
     "ORDER BY seq DESC LIMIT 1"
@@ -209,6 +213,7 @@ def _loads_opt(text: str | None) -> Any:
 
 def _row_record(row: asyncpg.Record) -> JobRecord:
     response = row["response"]
+    lease_id = row["lease_id"]
     return JobRecord(
         datasource_id=row["datasource_id"],
         job=row["job"],
@@ -223,6 +228,12 @@ def _row_record(row: asyncpg.Record) -> JobRecord:
         has_response=response is not None,
         error=row["error"],
         progress=row["progress"],
+        lease=None
+        if lease_id is None
+        else Lease(lease_id, row["lease_worker"], row["attempts"], row["lease_expires_at"]),
+        attempts=row["attempts"],
+        retry_at=row["retry_at"],
+        deadline=row["deadline"],
     )
 
 
@@ -240,10 +251,11 @@ def _row_event(row: asyncpg.Record) -> Event:
 
 
 def _row_datasource(row: asyncpg.Record) -> Datasource:
-    return Datasource(
-        id=row["id"],
-        description=row["description"],
-        request_schema=_loads_opt(row["request_schema"]),
+    return Datasource.from_stored(
+        row["id"],
+        row["description"],
+        _loads_opt(row["request_schema"]),
+        _loads_opt(row["settings"]),
     )
 
 
@@ -256,6 +268,15 @@ def _channel_for(schema: str) -> str:
     if len(channel.encode()) > 63:  # NAMEDATALEN - 1
         channel = "jobqueue_" + hashlib.sha1(schema.encode()).hexdigest()[:32]
     return channel
+
+
+def _declared(datasources: dict[str, Datasource], dsid: str) -> Datasource:
+    datasource = datasources.get(dsid)
+    if datasource is None:
+        raise NotFound(
+            f"Datasource '{dsid}' does not exist: its driver declares it with PUT /jobs/{dsid}."
+        )
+    return datasource
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -271,6 +292,7 @@ class _Submit:
     client: str
     request: Any
     request_text: str
+    timeout: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,8 +315,9 @@ class _Purge:
     limit: int
 
 
-_JobOp = _Submit | _Cancel | _Update
-_Op = _JobOp | _Purge
+_JobOp = _Submit | _Cancel | _Update | pl.Heartbeat
+_BatchOp = _JobOp | pl.Claim | pl.FireDue
+_Op = _BatchOp | _Purge
 
 
 @dataclass(slots=True)
@@ -315,6 +338,7 @@ class _Slot:
     request_text: str
     response_text: str | None
     dirty: bool = False
+    due_at: int | None = None
 
 
 @dataclass(slots=True)
@@ -323,6 +347,8 @@ class _BatchWrites:
 
     events: list[tuple[int, str, str, str, str, int, str, str | None]] = field(default_factory=list)
     last_ts: dict[str, int] = field(default_factory=dict)
+    seen: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Lease workers seen by the batch (claims, heartbeats): ``(dsid, worker) -> time``."""
 
 
 class PostgresStore(Store):
@@ -343,8 +369,10 @@ class PostgresStore(Store):
         max_size: int = 10,
         acquire_timeout: float = 10.0,
         connect_timeout: float = 10.0,
+        clock: Clock | None = None,
     ) -> None:
         self.dsn = dsn
+        self.clock: Clock = clock or SystemClock()
         self.schema = schema
         self.min_size = min_size
         self.max_size = max_size
@@ -520,7 +548,13 @@ class PostgresStore(Store):
         doing = f"saving datasource '{datasource.id}'"
         async with self._acquire(doing) as conn:
             try:
-                await conn.execute(_SQL_DS_UPSERT, datasource.id, datasource.description, schema)
+                await conn.execute(
+                    _SQL_DS_UPSERT,
+                    datasource.id,
+                    datasource.description,
+                    schema,
+                    codec.dumps_str(datasource.settings_json()),
+                )
             except Exception as exc:
                 raise _wrap(exc, doing) from None
         self._ds_cache.pop(datasource.id, None)
@@ -555,12 +589,12 @@ class PostgresStore(Store):
         return await command.future
 
     async def submit(
-        self, dsid: str, job: str, client: str, request: Any
+        self, dsid: str, job: str, client: str, request: Any, timeout: int | None = None
     ) -> tuple[JobRecord, bool]:
         """Submit a job; return ``(record, created)``."""
         request_text = _encode(request, "request")
         result: tuple[JobRecord, bool] = await self._write(
-            _Submit(dsid, job, client, request, request_text)
+            _Submit(dsid, job, client, request, request_text, timeout)
         )
         return result
 
@@ -576,69 +610,217 @@ class PostgresStore(Store):
         record: JobRecord = await self._write(_Update(dsid, job, update))
         return record
 
+    # leases, timers and the worker slot ---------------------------------------------------------
+    async def claim(self, dsid: str, worker: str, max_jobs: int) -> list[JobRecord]:
+        """Claim up to ``max_jobs`` claimable jobs for ``worker``, oldest first (a command of
+        the writer: the rows are taken ``FOR UPDATE SKIP LOCKED`` under the log lock)."""
+        claimed: list[JobRecord] = await self._write(pl.Claim(dsid, worker, max_jobs))
+        return claimed
+
+    async def heartbeat(self, dsid: str, job: str, lease: str) -> JobRecord:
+        """Renew ``lease`` on ``job``: no event."""
+        record: JobRecord = await self._write(pl.Heartbeat(dsid, job, lease))
+        return record
+
+    async def fire_due(self, limit: int = 500) -> int:
+        """Fire up to ``limit`` due rows; return the events appended. Every process may run
+        it: rows are locked ``FOR UPDATE SKIP LOCKED`` and decided against the committed row
+        under the log lock, so each due item fires once."""
+        if await self._fetchrow("reading due times", pl.SQL_ANY_DUE, self.clock.now_ms()) is None:
+            return 0  # nothing due: no write transaction
+        fired: int = await self._write(pl.FireDue(limit))
+        return fired
+
+    async def take_slot(self, dsid: str, worker: str) -> SlotLease:
+        """Take the worker slot of stream datasource ``dsid``."""
+        async with self._acquire("taking the worker slot") as conn:
+            try:
+                return await pl.take_slot(conn, dsid, worker, self.clock.now_ms())
+            except Exception as exc:
+                raise _wrap(exc, "taking the worker slot") from None
+
+    async def renew_slot(self, dsid: str, lease: str, resume: int | None) -> SlotLease:
+        """Renew the worker slot and store ``resume``."""
+        async with self._acquire("renewing the worker slot") as conn:
+            try:
+                return await pl.renew_slot(conn, dsid, lease, resume, self.clock.now_ms())
+            except Exception as exc:
+                raise _wrap(exc, "renewing the worker slot") from None
+
+    async def release_slot(self, dsid: str, lease: str) -> None:
+        """Free the worker slot (its resume point stays)."""
+        async with self._acquire("freeing the worker slot") as conn:
+            try:
+                await pl.release_slot(conn, dsid, lease, self.clock.now_ms())
+            except Exception as exc:
+                raise _wrap(exc, "freeing the worker slot") from None
+
+    async def workers(self, dsid: str) -> list[WorkerInfo]:
+        """The slot holder or the recent lease workers of ``dsid``."""
+        datasource = await self.get_datasource(dsid)
+        if datasource is None:
+            return []
+        async with self._acquire("reading the workers") as conn:
+            try:
+                return await pl.read_workers(conn, datasource, self.clock.now_ms())
+            except Exception as exc:
+                raise _wrap(exc, "reading the workers") from None
+
     async def _apply_jobs(
-        self, conn: asyncpg.Connection, ops: list[_JobOp]
+        self, conn: asyncpg.Connection, ops: list[_BatchOp]
     ) -> list[tuple[bool, Any]]:
         """Run a batch of job commands in the open transaction (the log lock is held).
 
-        Three round trips whatever the batch size: read the counter and the datasources' last
-        timestamps, lock every named job row, then write everything in one statement. Each
-        command is decided in Python against a batch-local view of its job (so it sees the
-        batch's earlier commands); a command whose rule or encoding fails raises before it
-        changes that view, so it fails alone.
+        A few round trips whatever the batch size: read the counter and the datasources (last
+        timestamps, settings), lock every named job row, lock the rows that claims and timer
+        rounds take (``FOR UPDATE SKIP LOCKED``, one statement each), then write everything in
+        one statement. Each command is decided in Python by the pure rules against a
+        batch-local view of its job (so it sees the batch's earlier commands); a command whose
+        rule or encoding fails raises before it changes that view, so it fails alone.
         """
-        dsids = list(dict.fromkeys(op.dsid for op in ops))
+        named = [op for op in ops if not isinstance(op, pl.FireDue)]
+        dsids = list(dict.fromkeys(op.dsid for op in named))
         start = await conn.fetchrow(_SQL_BATCH_START, dsids)
         assert start is not None
         seq: int = start["seq"]
-        last_ts: dict[str, int] = dict(zip(start["ids"] or (), start["last_ts"] or (), strict=True))
-        rows = await conn.fetch(
-            _SQL_JOBS_FOR_UPDATE, [op.dsid for op in ops], [op.job for op in ops]
-        )
-        slots: dict[tuple[str, str], _Slot] = {
-            (r["datasource_id"], r["job"]): _Slot(
-                r["id"], _row_record(r), r["request"], r["response"]
-            )
-            for r in rows
+        ids = start["ids"] or ()
+        last_ts: dict[str, int] = dict(zip(ids, start["last_ts"] or (), strict=True))
+        datasources = {
+            dsid: Datasource.from_stored(dsid, "", None, _loads_opt(settings))
+            for dsid, settings in zip(ids, start["settings"] or (), strict=True)
         }
+        jobs = [op for op in named if not isinstance(op, pl.Claim)]
+        rows = await conn.fetch(
+            _SQL_JOBS_FOR_UPDATE, [op.dsid for op in jobs], [op.job for op in jobs]
+        )
+        slots: dict[tuple[str, str], _Slot] = {}
+        self._add_slots(slots, rows)
         writes = _BatchWrites()
         outcomes: list[tuple[bool, Any]] = []
+        now = self.clock.now_ms()
+        value: Any
         for op in ops:
             try:
-                value, appended = self._decide(op, slots, last_ts, seq + 1, writes)
+                if isinstance(op, pl.Claim):
+                    value, seq = await self._claim_in(
+                        conn, op, datasources, slots, last_ts, seq, writes, now
+                    )
+                elif isinstance(op, pl.FireDue):
+                    value, seq = await self._fire_in(
+                        conn, op, datasources, slots, last_ts, seq, writes, now
+                    )
+                else:
+                    value, seq = self._decide(op, datasources, slots, last_ts, seq, writes)
             except StoreError as exc:
                 outcomes.append((False, exc))
                 continue
-            if appended is not None:
-                seq = appended
             outcomes.append((True, value))
-        if writes.events:
+        if any(slot.dirty for slot in slots.values()):
             await conn.execute(_SQL_BATCH_WRITE, *self._write_args(slots, writes, seq))
+        if writes.seen:
+            await conn.execute(pl.SQL_SEEN, *pl.seen_args(writes.seen, datasources))
         return outcomes
 
-    def _decide(
+    @staticmethod
+    def _add_slots(slots: dict[tuple[str, str], _Slot], rows: list[asyncpg.Record]) -> None:
+        for r in rows:
+            slots[(r["datasource_id"], r["job"])] = _Slot(
+                r["id"], _row_record(r), r["request"], r["response"]
+            )
+
+    async def _claim_in(
         self,
-        op: _JobOp,
+        conn: asyncpg.Connection,
+        op: pl.Claim,
+        datasources: dict[str, Datasource],
         slots: dict[tuple[str, str], _Slot],
         last_ts: dict[str, int],
         seq: int,
         writes: _BatchWrites,
-    ) -> tuple[Any, int | None]:
+        now: int,
+    ) -> tuple[list[JobRecord], int]:
+        datasource = _declared(datasources, op.dsid)
+        leases.require_lease_dispatch(datasource)
+        ts = max(last_ts.get(op.dsid, 0), now)
+        writes.seen[(op.dsid, op.worker)] = ts
+        # Rows this batch already holds are skipped: their batch-local record decides them.
+        mine = [slot.row_id for slot in slots.values() if slot.row_id is not None]
+        rows = await conn.fetch(pl.SQL_CLAIMABLE, op.dsid, ts, mine, op.max_jobs)
+        self._add_slots(slots, rows)
+        claimed: list[JobRecord] = []
+        for r in rows:
+            slot = slots[(r["datasource_id"], r["job"])]
+            outcome = leases.decide_claim(
+                slot.record, datasource, worker=op.worker, lease_id=leases.new_lease_id(), now=ts
+            )
+            if outcome is not None:
+                seq = self._record(slot, outcome, datasource, last_ts, seq, writes, ts)
+                claimed.append(outcome.record)
+        return claimed, seq
+
+    async def _fire_in(
+        self,
+        conn: asyncpg.Connection,
+        op: pl.FireDue,
+        datasources: dict[str, Datasource],
+        slots: dict[tuple[str, str], _Slot],
+        last_ts: dict[str, int],
+        seq: int,
+        writes: _BatchWrites,
+        now: int,
+    ) -> tuple[int, int]:
+        mine = [slot.row_id for slot in slots.values() if slot.row_id is not None]
+        rows = await conn.fetch(pl.SQL_DUE, now, mine, op.limit)
+        if not rows:
+            return 0, seq
+        missing = list({r["datasource_id"] for r in rows} - set(datasources))
+        if missing:
+            for row in await conn.fetch(pl.SQL_DS_SETTINGS, missing):
+                datasources[row["id"]] = Datasource.from_stored(
+                    row["id"], "", None, _loads_opt(row["settings"])
+                )
+                last_ts[row["id"]] = max(last_ts.get(row["id"], 0), row["last_ts"])
+        self._add_slots(slots, rows)
+        fired = 0
+        for r in rows:
+            slot = slots[(r["datasource_id"], r["job"])]
+            datasource = datasources[r["datasource_id"]]
+            steps = 0
+            while steps < pl.FIRE_STEPS_MAX:
+                outcome = leases.decide_fire(
+                    slot.record, datasource, now=now, rand=pl.random_fraction()
+                )
+                if outcome is None:
+                    break
+                ts = max(last_ts.get(datasource.id, 0), now)
+                seq = self._record(slot, outcome, datasource, last_ts, seq, writes, ts)
+                steps += 1
+            if steps == 0:
+                # Due earlier than its rule says (a setting changed since): move the due time.
+                due = leases.next_due(slot.record, datasource)
+                slot.due_at = due if due is not None and due > now else None
+                slot.dirty = True
+            fired += steps
+        return fired, seq
+
+    def _decide(
+        self,
+        op: _JobOp,
+        datasources: dict[str, Datasource],
+        slots: dict[tuple[str, str], _Slot],
+        last_ts: dict[str, int],
+        seq: int,
+        writes: _BatchWrites,
+    ) -> tuple[Any, int]:
         """Decide one command; on a change, record it in ``slots``, ``last_ts`` and ``writes``.
 
-        Returns the command's result and the seq of the event it appended (``None``: no event).
+        Returns the command's result and the seq of the last event appended so far.
         """
         key = (op.dsid, op.job)
         slot = slots.get(key)
-        kind: EventType
+        datasource = _declared(datasources, op.dsid)
+        ts = max(last_ts.get(op.dsid, 0), self.clock.now_ms())
         if isinstance(op, _Submit):
-            ds_ts = last_ts.get(op.dsid)
-            if ds_ts is None:
-                raise NotFound(
-                    f"Datasource '{op.dsid}' does not exist: its driver declares it with "
-                    f"PUT /jobs/{op.dsid}."
-                )
-            ts = max(ds_ts, now_ms())
             outcome = decide_submit(
                 None if slot is None else slot.record,
                 datasource_id=op.dsid,
@@ -646,49 +828,80 @@ class PostgresStore(Store):
                 client=op.client,
                 request=op.request,
                 timestamp=ts,
+                timeout=op.timeout,
+                datasource=datasource,
             )
             if outcome.event is None:
-                return (outcome.record, False), None
-            rec = outcome.record
-            kind = "request"
-            data: dict[str, Any] | None = request_entry_data(rec)
-            value: Any = (rec, True)
-        else:
+                return (outcome.record, False), seq
             if slot is None:
-                raise NotFound(f"No job '{op.job}' on datasource '{op.dsid}'.")
-            ts = max(last_ts.get(op.dsid, 0), now_ms())
-            if isinstance(op, _Cancel):
-                outcome = decide_cancel(slot.record, client=op.client, timestamp=ts)
-                kind = "cancel"
-            else:
-                outcome = decide_update(slot.record, op.update, timestamp=ts)
-                kind = "status"
-            if outcome.event is None:
-                return outcome.record, None
-            rec = value = outcome.record
-            data = cancel_entry_data(rec) if kind == "cancel" else None
-        # Everything that can fail on bad input runs before the batch-local state changes.
-        record_text = _encode(rec.to_wire(), "job record")
-        data_text = None if data is None else _encode(data, "request entry")
-        if isinstance(op, _Submit) and slot is None:
-            slots[key] = _Slot(None, rec, op.request_text, None, dirty=True)
-        else:
-            assert slot is not None
-            response_text = (
-                (_encode(rec.response, "response") if rec.has_response else None)
-                if kind == "status"
-                else slot.response_text
+                slot = slots[key] = _Slot(None, outcome.record, op.request_text, None)
+            seq = self._record(slot, outcome, datasource, last_ts, seq, writes, ts)
+            return (outcome.record, True), seq
+        if slot is None:
+            raise NotFound(f"No job '{op.job}' on datasource '{op.dsid}'.")
+        if isinstance(op, _Cancel):
+            outcome = decide_cancel(
+                slot.record, client=op.client, timestamp=ts, datasource=datasource
             )
+        elif isinstance(op, pl.Heartbeat):
+            leases.require_lease_dispatch(datasource)
+            outcome = leases.decide_heartbeat(slot.record, datasource, lease=op.lease, now=ts)
+            assert outcome.record.lease is not None
+            writes.seen[(op.dsid, outcome.record.lease.worker)] = ts
+        else:
+            outcome = decide_update(
+                slot.record,
+                op.update,
+                timestamp=ts,
+                datasource=datasource,
+                rand=pl.random_fraction(),
+            )
+        if outcome.event is None and not outcome.touched:
+            return outcome.record, seq
+        seq = self._record(slot, outcome, datasource, last_ts, seq, writes, ts)
+        return outcome.record, seq
+
+    @staticmethod
+    def _record(
+        slot: _Slot,
+        outcome: Outcome,
+        datasource: Datasource,
+        last_ts: dict[str, int],
+        seq: int,
+        writes: _BatchWrites,
+        ts: int,
+    ) -> int:
+        """Put ``outcome`` in the batch: the slot's new record, and its event with seq
+        ``seq + 1`` if it has one. Returns the last seq used."""
+        rec = outcome.record
+        # Everything that can fail on bad input runs before the batch-local state changes.
+        if not rec.has_response:
+            response_text = None
+        elif slot.record.has_response and slot.record.response is rec.response:
+            response_text = slot.response_text  # unchanged: keep the stored text as sent
+        else:
+            response_text = _encode(rec.response, "response")
+        if outcome.event is None:
             slot.record, slot.response_text, slot.dirty = rec, response_text, True
-        last_ts[op.dsid] = ts
-        writes.last_ts[op.dsid] = ts
-        writes.events.append((seq, op.dsid, kind, rec.job, rec.client, ts, record_text, data_text))
-        return value, seq
+            slot.due_at = leases.next_due(rec, datasource)
+            return seq
+        record_text = _encode(rec.to_wire(), "job record")
+        data = entry_data(outcome)
+        data_text = None if data is None else _encode(data, "request entry")
+        slot.record, slot.response_text, slot.dirty = rec, response_text, True
+        slot.due_at = leases.next_due(rec, datasource)
+        seq += 1
+        last_ts[rec.datasource_id] = ts
+        writes.last_ts[rec.datasource_id] = ts
+        writes.events.append(
+            (seq, rec.datasource_id, outcome.event, rec.job, rec.client, ts, record_text, data_text)
+        )
+        return seq
 
     def _write_args(
         self, slots: dict[tuple[str, str], _Slot], writes: _BatchWrites, seq: int
     ) -> list[Any]:
-        """The 33 parameters of :data:`_SQL_BATCH_WRITE`, as column arrays."""
+        """The 41 parameters of :data:`_SQL_BATCH_WRITE`, as column arrays."""
         new = [s for s in slots.values() if s.dirty and s.row_id is None]
         changed = [s for s in slots.values() if s.dirty and s.row_id is not None]
         args: list[Any] = [
@@ -704,6 +917,8 @@ class PostgresStore(Store):
             [s.record.version for s in new],
             [s.record.submitted_at for s in new],
             [s.record.updated_at for s in new],
+            [s.record.deadline for s in new],
+            [s.due_at for s in new],
             [s.row_id for s in changed],
             [s.record.status.value for s in changed],
             [s.response_text for s in changed],
@@ -712,8 +927,15 @@ class PostgresStore(Store):
             [s.record.cancel_requested for s in changed],
             [s.record.version for s in changed],
             [s.record.updated_at for s in changed],
+            [None if s.record.lease is None else s.record.lease.id for s in changed],
+            [None if s.record.lease is None else s.record.lease.worker for s in changed],
+            [None if s.record.lease is None else s.record.lease.expires_at for s in changed],
+            [s.record.attempts for s in changed],
+            [s.record.retry_at for s in changed],
+            [s.due_at for s in changed],
         ]
-        args.extend([list(column) for column in zip(*writes.events, strict=True)])
+        columns = [list(column) for column in zip(*writes.events, strict=True)]
+        args.extend(columns or [[] for _ in range(8)])
         args.append(list(writes.last_ts))
         args.append(list(writes.last_ts.values()))
         args.extend([seq, self._channel, str(seq)])

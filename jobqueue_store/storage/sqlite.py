@@ -32,19 +32,23 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 
-from jobqueue_store import codec, errors, lifecycle
+from jobqueue_store import codec, errors, leases, lifecycle
 from jobqueue_store.models import (
     Datasource,
     Event,
     EventType,
     JobPage,
     JobRecord,
+    SlotLease,
     Status,
     StatusUpdate,
+    WorkerInfo,
     now_ms,
 )
+from jobqueue_store.storage import sqlite_leases as sl
 from jobqueue_store.storage.base import Store
 from jobqueue_store.storage.migrations import packaged
+from jobqueue_store.timers import Clock
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,7 @@ class _Submit:
     job: str
     client: str
     request: Any
+    timeout: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +99,7 @@ class _Purge:
     limit: int
 
 
-_Command = _Submit | _Cancel | _Update | _PutDatasource | _Purge
+_Command = _Submit | _Cancel | _Update | _PutDatasource | _Purge | sl.LeaseCommand
 
 
 @dataclass(slots=True)
@@ -144,11 +149,12 @@ def _decode_event(row: Sequence[Any]) -> Event:
 
 
 def _decode_datasource(row: Sequence[Any]) -> Datasource:
-    dsid, description, schema = row
-    return Datasource(
-        id=dsid,
-        description=description,
-        request_schema=None if schema is None else codec.loads(schema),
+    dsid, description, schema, settings = row
+    return Datasource.from_stored(
+        dsid,
+        description,
+        None if schema is None else codec.loads(schema),
+        None if settings is None else codec.loads(settings),
     )
 
 
@@ -167,6 +173,13 @@ def _not_declared(dsid: str) -> errors.NotFound:
 
 def _no_job(dsid: str, job: str) -> errors.NotFound:
     return errors.NotFound(f"There is no job '{job}' on datasource '{dsid}'.")
+
+
+class _WallClock:
+    """The default clock: this module's ``now_ms`` (looked up at each call)."""
+
+    def now_ms(self) -> int:
+        return now_ms()
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -189,6 +202,7 @@ class SQLiteStore(Store):
         synchronous: str = "FULL",
         batch_max: int = 512,
         readers: int = 2,
+        clock: Clock | None = None,
     ) -> None:
         sync = synchronous.upper()
         if sync not in SYNCHRONOUS_VALUES:
@@ -199,6 +213,7 @@ class SQLiteStore(Store):
         if batch_max < 1 or readers < 1:
             raise ValueError("batch_max and readers must be at least 1.")
         self.path = Path(path)
+        self.clock: Clock = clock or _WallClock()
         self.synchronous = sync
         self.batch_max = batch_max
         self._reader_count = readers
@@ -302,7 +317,9 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _load_state(db: sqlite3.Connection) -> tuple[dict[str, Datasource], dict[str, int]]:
-        rows = db.execute("SELECT id, description, request_schema FROM datasources").fetchall()
+        rows = db.execute(
+            "SELECT id, description, request_schema, settings FROM datasources"
+        ).fetchall()
         datasources = {row[0]: _decode_datasource(row) for row in rows}
         last_ts: dict[str, int] = {}
         for dsid in datasources:
@@ -332,10 +349,12 @@ class SQLiteStore(Store):
 
     # writes -------------------------------------------------------------------------------------
     async def submit(
-        self, dsid: str, job: str, client: str, request: Any
+        self, dsid: str, job: str, client: str, request: Any, timeout: int | None = None
     ) -> tuple[JobRecord, bool]:
         """Submit a job; return ``(record, created)``."""
-        return cast(tuple[JobRecord, bool], await self._write(_Submit(dsid, job, client, request)))
+        return cast(
+            tuple[JobRecord, bool], await self._write(_Submit(dsid, job, client, request, timeout))
+        )
 
     async def cancel(self, dsid: str, job: str, client: str | None) -> JobRecord:
         """Request cancellation of a job; ``client`` ``None`` is an admin."""
@@ -344,6 +363,47 @@ class SQLiteStore(Store):
     async def update_status(self, dsid: str, job: str, update: StatusUpdate) -> JobRecord:
         """Apply a driver's status report."""
         return cast(JobRecord, await self._write(_Update(dsid, job, update)))
+
+    # leases, timers and the worker slot -------------------------------------------------------
+    async def claim(self, dsid: str, worker: str, max_jobs: int) -> list[JobRecord]:
+        """Claim up to ``max_jobs`` claimable jobs for ``worker``, oldest first."""
+        return cast(list[JobRecord], await self._write(sl.Claim(dsid, worker, max_jobs)))
+
+    async def heartbeat(self, dsid: str, job: str, lease: str) -> JobRecord:
+        """Renew ``lease`` on ``job``: no event."""
+        return cast(JobRecord, await self._write(sl.Heartbeat(dsid, job, lease)))
+
+    async def fire_due(self, limit: int = 500) -> int:
+        """Fire up to ``limit`` due items (a writer command); return the events appended.
+
+        A read first: a round with nothing due costs no write."""
+        now = self.clock.now_ms()
+
+        def any_due(db: sqlite3.Connection) -> bool:
+            return db.execute(sl.SQL_ANY_DUE, (now,)).fetchone() is not None
+
+        if not await self._point_read(any_due):
+            return 0
+        return cast(int, await self._write(sl.FireDue(limit)))
+
+    async def take_slot(self, dsid: str, worker: str) -> SlotLease:
+        """Take the worker slot of stream datasource ``dsid``."""
+        return cast(SlotLease, await self._write(sl.TakeSlot(dsid, worker)))
+
+    async def renew_slot(self, dsid: str, lease: str, resume: int | None) -> SlotLease:
+        """Renew the worker slot and store ``resume``."""
+        return cast(SlotLease, await self._write(sl.RenewSlot(dsid, lease, resume)))
+
+    async def release_slot(self, dsid: str, lease: str) -> None:
+        """Free the worker slot (its resume point stays)."""
+        await self._write(sl.ReleaseSlot(dsid, lease))
+
+    async def workers(self, dsid: str) -> list[WorkerInfo]:
+        """The slot holder or the recent lease workers of ``dsid``."""
+        datasource = self._datasources.get(dsid)
+        if datasource is None:
+            return []
+        return await self._read(sl.read_workers, datasource, self.clock.now_ms())
 
     async def _write(self, command: _Command) -> Any:
         if not self._accepting:
@@ -431,29 +491,42 @@ class SQLiteStore(Store):
             raise
         return out
 
+    def datasource_in(self, dsid: str, out: _BatchResult) -> Datasource:
+        """The datasource as the batch sees it (its own earlier writes included)."""
+        datasource = out.datasources.get(dsid) or self._datasources.get(dsid)
+        if datasource is None:
+            raise _not_declared(dsid)
+        return datasource
+
+    def timestamp_for(self, dsid: str) -> int:
+        """Now on the store's clock, never below the datasource's last timestamp."""
+        return max(self.clock.now_ms(), self._last_ts.get(dsid, 0))
+
     def _apply(self, db: sqlite3.Connection, command: _Command, out: _BatchResult) -> Any:
         if isinstance(command, _PutDatasource):
             ds = command.datasource
             schema = None if ds.request_schema is None else _encode(ds.request_schema, "schema")
             db.execute(
-                "INSERT INTO datasources (id, description, request_schema) VALUES (?, ?, ?) "
+                "INSERT INTO datasources (id, description, request_schema, settings) "
+                "VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET description = excluded.description, "
-                "request_schema = excluded.request_schema",
-                (ds.id, ds.description, schema),
+                "request_schema = excluded.request_schema, settings = excluded.settings",
+                (ds.id, ds.description, schema, codec.dumps(ds.settings_json())),
             )
             out.datasources[ds.id] = ds
             return ds
         if isinstance(command, _Purge):
             return _purge(db, command.older_than_ms, command.limit)
+        if isinstance(command, sl.LEASE_COMMANDS):
+            return sl.apply(self, db, command, out)
         dsid = command.dsid
-        if dsid not in self._datasources and dsid not in out.datasources:
-            raise _not_declared(dsid)
+        datasource = self.datasource_in(dsid, out)
         # Reads see the batch's earlier writes: same connection, same transaction.
         row = db.execute(
             "SELECT id, record FROM jobs WHERE datasource_id = ? AND job = ?", (dsid, command.job)
         ).fetchone()
         existing = None if row is None else _decode_record(row[1])
-        timestamp = max(now_ms(), self._last_ts.get(dsid, 0))
+        timestamp = self.timestamp_for(dsid)
         if isinstance(command, _Submit):
             outcome = lifecycle.decide_submit(
                 existing,
@@ -462,48 +535,129 @@ class SQLiteStore(Store):
                 client=command.client,
                 request=command.request,
                 timestamp=timestamp,
+                timeout=command.timeout,
+                datasource=datasource,
             )
         elif existing is None:
             raise _no_job(dsid, command.job)
         elif isinstance(command, _Cancel):
-            outcome = lifecycle.decide_cancel(existing, client=command.client, timestamp=timestamp)
+            outcome = lifecycle.decide_cancel(
+                existing, client=command.client, timestamp=timestamp, datasource=datasource
+            )
         else:
-            outcome = lifecycle.decide_update(existing, command.update, timestamp=timestamp)
+            outcome = lifecycle.decide_update(
+                existing,
+                command.update,
+                timestamp=timestamp,
+                datasource=datasource,
+                rand=sl.random_fraction(),
+            )
         record = outcome.record
-        if outcome.event is None:
+        if outcome.event is None and not outcome.touched:
             return (record, False) if isinstance(command, _Submit) else record
+        self.write_job(db, None if row is None else row[0], outcome, datasource, timestamp, out)
+        if isinstance(command, _Submit):
+            return (record, outcome.created)
+        return record
+
+    def write_job(
+        self,
+        db: sqlite3.Connection,
+        row_id: int | None,
+        outcome: lifecycle.Outcome,
+        datasource: Datasource,
+        timestamp: int,
+        out: _BatchResult,
+    ) -> None:
+        """Store ``outcome``'s record (a new row if ``row_id`` is None) and append its event."""
+        record = outcome.record
         record_bytes = _encode(record.to_wire(), "job record")
-        data: dict[str, Any] | None = None
-        if outcome.event == "request":
-            data = lifecycle.request_entry_data(record)
-        elif outcome.event == "cancel":
-            data = lifecycle.cancel_entry_data(record)
+        data = lifecycle.entry_data(outcome)
         data_bytes = None if data is None else _encode(data, "request entry")
+        lease_id = None if record.lease is None else record.lease.id
+        due_at = leases.next_due(record, datasource)
         # Everything that can fail on bad input has run: from here on only the database can fail.
-        if row is None:
+        if row_id is None:
             db.execute(
-                "INSERT INTO jobs (datasource_id, job, client, status, record, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (datasource_id, job, client, status, record, updated_at,"
+                " lease_id, retry_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    dsid,
+                    record.datasource_id,
                     record.job,
                     record.client,
                     record.status.value,
                     record_bytes,
                     record.updated_at,
+                    lease_id,
+                    record.retry_at,
+                    due_at,
                 ),
             )
         else:
             db.execute(
-                "UPDATE jobs SET status = ?, record = ?, updated_at = ? WHERE id = ?",
-                (record.status.value, record_bytes, record.updated_at, row[0]),
+                "UPDATE jobs SET status = ?, record = ?, updated_at = ?, lease_id = ?,"
+                " retry_at = ?, due_at = ? WHERE id = ?",
+                (
+                    record.status.value,
+                    record_bytes,
+                    record.updated_at,
+                    lease_id,
+                    record.retry_at,
+                    due_at,
+                    row_id,
+                ),
             )
-        out.events.append(
-            self._append(db, record, outcome.event, timestamp, data, data_bytes, record_bytes)
-        )
-        if isinstance(command, _Submit):
-            return (record, outcome.created)
-        return record
+        if outcome.event is not None:
+            out.events.append(
+                self._append(db, record, outcome.event, timestamp, data, data_bytes, record_bytes)
+            )
+
+    def write_status_changes(
+        self,
+        db: sqlite3.Connection,
+        changes: list[tuple[int, lifecycle.Outcome]],
+        datasource: Datasource,
+        timestamp: int,
+        out: _BatchResult,
+    ) -> None:
+        """Store status changes of existing jobs of one datasource set-based: one ``UPDATE``
+        of every row and one ``INSERT`` of their ``status`` events (a batch of claims)."""
+        if not changes:
+            return
+        items = []
+        for row_id, outcome in changes:
+            rec = outcome.record
+            items.append(
+                [
+                    row_id,
+                    rec.status.value,
+                    codec.dumps_str(rec.to_wire()),
+                    rec.updated_at,
+                    None if rec.lease is None else rec.lease.id,
+                    rec.retry_at,
+                    leases.next_due(rec, datasource),
+                    rec.job,
+                    rec.client,
+                ]
+            )
+        payload = codec.dumps_str(items)
+        db.execute(sl.SQL_SET_STATUS, (payload,))
+        seqs = dict(db.execute(sl.SQL_STATUS_EVENTS, (datasource.id, timestamp, payload)))
+        events = [
+            Event(
+                seq=seqs[outcome.record.job],
+                datasource_id=datasource.id,
+                type="status",
+                job=outcome.record.job,
+                client=outcome.record.client,
+                timestamp=timestamp,
+                record=outcome.record,
+            )
+            for _, outcome in changes
+        ]
+        events.sort(key=lambda e: e.seq)
+        out.events.extend(events)
+        self._last_ts[datasource.id] = timestamp
 
     def _append(
         self,
