@@ -16,7 +16,7 @@ from jobqueue_store.retention import Retention
 from jobqueue_store.service import JobService
 from jobqueue_store.storage import open_store
 from jobqueue_store.storage.base import Store
-from jobqueue_store.web import handlers, ws
+from jobqueue_store.web import handlers, ui, ws
 from jobqueue_store.web.keys import (
     AUTHORITY,
     HUB,
@@ -62,6 +62,7 @@ def add_routes(app: web.Application) -> None:
     _route(app, "POST", "/{dsid}/job/{job}/cancel", handlers.cancel, "cancel")
     _route(app, "GET", "/sub/{dsid}/job", ws.client_subscription, "sub_client")
     _route(app, "GET", "/sub/{dsid}/jobs", ws.driver_subscription, "sub_driver")
+    ui.add_routes(app)  # after the API: a datasource named "ui" keeps its routes
 
 
 def create_app(
