@@ -10,6 +10,7 @@ another client or as the driver over plain HTTP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -137,10 +138,9 @@ async def page(browser: Any) -> AsyncIterator[tuple[Any, Recorder]]:
     rec = Recorder()
 
     async def read_body(response: Any) -> None:
-        try:
+        # A body that is gone (navigation, redirect) has nothing to record.
+        with contextlib.suppress(Exception):
             rec.bodies.append((await response.body()).decode("utf-8", "replace"))
-        except Exception:  # a body that is gone (navigation, redirect) has nothing to record
-            pass
 
     def on_response(response: Any) -> None:
         rec.tasks.append(asyncio.ensure_future(read_body(response)))

@@ -42,12 +42,12 @@ async def test_live_job_progress_cancel_and_no_console_errors(
 
     # Its progress bar moves as the driver posts progress.
     await driver_update(served, driver, "thumb-1", status="accepted", progress=0.25)
-    await until(pg, 
-        "document.querySelector(\"#jobs tr[data-job='thumb-1'] progress\")?.value === 0.25"
+    await until(
+        pg, "document.querySelector(\"#jobs tr[data-job='thumb-1'] progress\")?.value === 0.25"
     )
     await driver_update(served, driver, "thumb-1", status="accepted", progress=0.6)
-    await until(pg, 
-        "document.querySelector(\"#jobs tr[data-job='thumb-1'] progress\")?.value === 0.6"
+    await until(
+        pg, "document.querySelector(\"#jobs tr[data-job='thumb-1'] progress\")?.value === 0.6"
     )
     for i in range(2, 6):
         await served.call("POST", SUBMIT, client, {"job": f"thumb-{i}", "request": {"n": i}})
@@ -107,7 +107,9 @@ async def test_a_second_clients_jobs_never_reach_the_page(
     await pg.wait_for_selector("#jobs tr[data-job='mine-0']")
     await pg.wait_for_selector("#conn.live")
     # While the page is open: app2 submits more and the driver works on app2's jobs.
-    await served.call("POST", SUBMIT, app2, {"job": "other-9", "request": {"secret": "app2-payload"}})
+    await served.call(
+        "POST", SUBMIT, app2, {"job": "other-9", "request": {"secret": "app2-payload"}}
+    )
     await driver_update(served, driver, "other-0", status="complete", response="app2-result")
     await served.call("POST", SUBMIT, app1, {"job": "mine-1", "request": {"mine": True}})
     await pg.wait_for_selector("#jobs tr[data-job='mine-1']")
@@ -130,9 +132,7 @@ async def test_a_second_clients_jobs_never_reach_the_page(
     assert rec.console_errors() == []
 
 
-async def test_the_page_survives_a_store_restart(
-    served: Store, page: tuple[Any, Recorder]
-) -> None:
+async def test_the_page_survives_a_store_restart(served: Store, page: tuple[Any, Recorder]) -> None:
     pg, rec = page
     client = served.token("client", "app1")
     driver = served.token("driver")
@@ -151,8 +151,8 @@ async def test_the_page_survives_a_store_restart(
     await served.call("POST", SUBMIT, client, {"job": "after", "request": 2})
     await driver_update(served, driver, "before", status="accepted", progress=0.5)
     await pg.wait_for_selector("#jobs tr[data-job='after']")
-    await until(pg, 
-        "document.querySelector(\"#jobs tr[data-job='before'] progress\")?.value === 0.5"
+    await until(
+        pg, "document.querySelector(\"#jobs tr[data-job='before'] progress\")?.value === 0.5"
     )
     jobs = await pg.eval_on_selector_all("#jobs tbody tr", "els => els.map(e => e.dataset.job)")
     assert sorted(jobs) == ["after", "before"]
@@ -184,18 +184,14 @@ async def test_a_thousand_jobs_render_and_page_smoothly(
     seen: set[str] = set()
     started = time.monotonic()
     for page_no in range(20):
-        jobs = await pg.eval_on_selector_all(
-            "#jobs tbody tr", "els => els.map(e => e.dataset.job)"
-        )
+        jobs = await pg.eval_on_selector_all("#jobs tbody tr", "els => els.map(e => e.dataset.job)")
         assert len(jobs) == 50, (page_no, len(jobs))
         assert not seen & set(jobs)
         seen |= set(jobs)
         if page_no < 19:
             first = jobs[0]
             await pg.click("#next")
-            await until(pg, 
-                f"document.querySelector('#jobs tbody tr')?.dataset.job !== '{first}'"
-            )
+            await until(pg, f"document.querySelector('#jobs tbody tr')?.dataset.job !== '{first}'")
     paging = time.monotonic() - started
     assert len(seen) == 1000
     assert await pg.is_disabled("#next")
