@@ -116,14 +116,18 @@ function updatePill() {
   document.body.classList.toggle("disconnected", kind === "down");
 }
 
-/** Count a frame in the chart: creations as submits, terminal statuses as completions. */
+/** Count a job record in the chart: its submit, and its end if it ended. */
+function chartRecord(rec) {
+  const key = `${rec.datasource_id}\u0000${rec.job}`;
+  state.chart.add("submits", rec.submitted_at, key + "\u0000s");
+  if (TERMINAL.has(rec.status)) state.chart.add("completions", rec.updated_at, key + "\u0000c");
+}
+
+/** Count a frame in the chart: notifications by their record, request entries as submits. */
 function chartFrame(frame) {
-  if (frame.type === "status" && frame.data) {
-    const rec = frame.data;
-    if (rec.version === 1 && rec.status === "submitted") state.chart.add("submits", rec.updated_at);
-    else if (TERMINAL.has(rec.status)) state.chart.add("completions", rec.updated_at);
-  } else if (frame.type === "request") {
-    state.chart.add("submits", frame.timestamp);
+  if (frame.type === "status" && frame.data) chartRecord(frame.data);
+  else if (frame.type === "request") {
+    state.chart.add("submits", frame.timestamp, `${frame.datasource_id}\u0000${frame.job}\u0000s`);
   }
 }
 
@@ -166,6 +170,7 @@ async function loadCounts(dsid) {
     CORE_STATUSES.map(async (status) => {
       const { body } = await api("GET", `${seg(dsid, "job")}?status=${status}&limit=${COUNT_LIMIT}`);
       counts[status] = body.jobs.length;
+      for (const rec of body.jobs) chartRecord(rec);
       if (body.next) counts.more = true;
     }),
   );
@@ -465,6 +470,7 @@ async function viewJobs(dsid, query) {
       const { body: reply } = await api("GET", url);
       if (!alive) return;
       page.next = reply.next;
+      for (const rec of reply.jobs) chartRecord(rec);
       const fresh = new Map();
       for (const rec of reply.jobs) {
         const known = page.records.get(rec.job);
@@ -736,6 +742,7 @@ async function viewStream(dsid) {
   function add(entry) {
     const since = windowMs === Infinity ? 0 : Date.now() - windowMs;
     if (entry.timestamp >= since && (entry.datasource_id === undefined || entry.datasource_id === dsid)) entries.set(entry.seq, entry);
+    chartFrame(entry);
   }
 
   async function load() {

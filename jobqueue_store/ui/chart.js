@@ -6,16 +6,25 @@ const SECONDS = 60;
 export class RateChart {
   constructor() {
     this.series = { submits: new Map(), completions: new Map() };
+    this.keys = new Map(); // what was counted (key -> second), so that no event counts twice
     this.canvas = null;
     this.legend = null;
     this.timer = null;
   }
 
-  /** Count one event of `kind` ("submits" or "completions") that happened at `ms`. */
-  add(kind, ms) {
+  /**
+   * Count one event of `kind` ("submits" or "completions") that happened at `ms`, once per
+   * `key` (the same change may be seen in a list and on a websocket).
+   */
+  add(kind, ms, key) {
+    if (typeof ms !== "number") return;
     const second = Math.floor(ms / 1000);
     const now = Math.floor(Date.now() / 1000);
-    if (second <= now - SECONDS || second > now + 5) return; // replayed history: not a rate
+    if (second <= now - SECONDS || second > now + 5) return; // older history: not a rate
+    if (key !== undefined) {
+      if (this.keys.has(key)) return;
+      this.keys.set(key, second);
+    }
     const map = this.series[kind];
     map.set(second, (map.get(second) || 0) + 1);
   }
@@ -38,6 +47,7 @@ export class RateChart {
   values(kind, now) {
     const map = this.series[kind];
     for (const second of map.keys()) if (second <= now - SECONDS) map.delete(second);
+    for (const [key, second] of this.keys) if (second <= now - SECONDS - 5) this.keys.delete(key);
     const out = [];
     for (let s = now - SECONDS + 1; s <= now; s++) out.push(map.get(s) || 0);
     return out;

@@ -26,6 +26,11 @@ async def test_static_files_need_no_token_and_carry_the_security_headers(served:
                 assert r.headers["X-Frame-Options"] == "DENY"
         async with http.get(served.url + "/ui/app.js") as r:
             assert r.content_type == "text/javascript"
+        # A Host header that is not a host name is never repeated into the policy.
+        evil = {"Host": "x.test; script-src *"}
+        async with http.get(served.url + "/ui/", headers=evil) as r:
+            csp = r.headers["Content-Security-Policy"]
+            assert "script-src *" not in csp and "connect-src 'self';" in csp
         async with http.get(served.url + "/ui", allow_redirects=False) as r:
             assert r.status == 302 and r.headers["Location"] == "/ui/"
         for path in ("/ui/nope.js", "/ui/..%2Fweb%2Fui.py", "/ui/docs/secret.md"):
