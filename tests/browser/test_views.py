@@ -165,3 +165,18 @@ async def test_the_api_reference_page_renders_openapi_with_the_token(
     await pg.wait_for_selector("#op-submit[open] a[href='#schema-status_record']")
     await screenshot(pg, "openapi")
     assert rec.console_errors() == []
+
+
+async def test_the_documents_render_in_the_browser(
+    served: Store, page: tuple[Any, Recorder]
+) -> None:
+    pg, rec = page
+    await pg.goto(served.url + "/ui/doc.html?doc=protocol.md")
+    await pg.wait_for_selector("article h2#websockets")
+    assert await pg.query_selector("article h2#many-workers-on-one-datasource-leases")
+    assert "4008" in await pg.inner_text("article")
+    await pg.click("article a[href='doc.html?doc=operations.md#tokens-and-keys']")
+    await pg.wait_for_selector("article h2#the-dashboard")
+    await pg.goto(served.url + "/ui/doc.html?doc=../../setup.cfg")
+    await pg.wait_for_selector(".state.empty")
+    assert rec.console_errors() == []
