@@ -12,6 +12,7 @@ const COUNT_LIMIT = 1000;
 const COUNT_REFRESH_MS = 1500;
 const MAX_LIVE_DATASOURCES = 10;
 const STREAM_ROWS = 1000;
+const COUNTED_DATASOURCES = 20; // the overview counts the first ones; the others on request
 
 // DOM helpers -------------------------------------------------------------------------------------
 
@@ -144,15 +145,23 @@ function ensureSocket(dsid) {
     },
     onState: updatePill,
     onOpen: (resumed) => {
-      if (opened && !resumed) {
-        // Reconnected live-only: what changed while away comes from a fresh read.
-        scheduleCounts(dsid);
-        for (const fn of state.gapListeners) fn(dsid);
+      // Opened live-only: what changed before (or while away) comes from a fresh read.
+      if (!resumed) {
+        if (opened) scheduleCounts(dsid);
+        for (const fn of state.gapListeners) fn(dsid, !opened);
       }
       opened = true;
     },
   });
   state.sockets.set(dsid, socket);
+  updatePill();
+}
+
+/** Forget a datasource's socket (the token may not use that datasource). */
+function dropSocket(dsid) {
+  const socket = state.sockets.get(dsid);
+  if (socket) socket.stop();
+  state.sockets.delete(dsid);
   updatePill();
 }
 
@@ -200,7 +209,10 @@ function countsCell(dsid) {
     return cell;
   }
   if (!counts) {
-    cell.append(h("span", { class: "muted" }, "counting…"));
+    const index = (state.catalogue || []).findIndex((d) => d.datasource_id === dsid);
+    if (index >= COUNTED_DATASOURCES) {
+      cell.append(h("button", { type: "button", class: "small ghost", onclick: (event) => { event.target.disabled = true; loadCounts(dsid).catch(() => {}); } }, "count jobs"));
+    } else cell.append(h("span", { class: "muted" }, "counting…"));
     return cell;
   }
   let total = 0;
@@ -403,7 +415,7 @@ async function viewOverview() {
     chartCard(),
     h("section", { class: "card" }, h("h2", {}, "Datasources"), h("p", { class: "muted" }, `Showing ${scope}.`), h("table", { class: "grid", id: "datasources" }, h("thead", {}, h("tr", {}, h("th", {}, "Datasource"), h("th", {}, "Description"), h("th", {}, "Jobs by status"), h("th", {}, ""))), h("tbody", {}, rows))),
   );
-  for (const ds of catalogue) if (seesJobs()) loadCounts(ds.datasource_id).catch(() => {});
+  if (seesJobs()) for (const ds of catalogue.slice(0, COUNTED_DATASOURCES)) loadCounts(ds.datasource_id).catch(() => {});
 }
 
 // Jobs of one datasource --------------------------------------------------------------------------
@@ -416,7 +428,7 @@ async function viewJobs(dsid, query) {
   const prefs = jobsPrefs.get(dsid) || { status: "", limit: 50 };
   if (query.has("status")) prefs.status = query.get("status");
   jobsPrefs.set(dsid, prefs);
-  const page = { cursors: [null], index: 0, next: null, records: new Map(), rows: new Map(), loading: false };
+  const page = { cursors: [null], index: 0, next: null, records: new Map(), rows: new Map(), loading: false, pending: [], ticket: 0 };
   ensureSocket(dsid);
 
   const tbody = h("tbody", {});
@@ -460,15 +472,18 @@ async function viewJobs(dsid, query) {
     next.disabled = !page.next;
   }
 
+  let liveBeforeLoad = false;
   async function load() {
     page.loading = true;
+    const ticket = ++page.ticket; // only the latest read of the page counts
+    liveBeforeLoad = state.sockets.get(dsid)?.state === "live";
     const cursor = page.cursors[page.index];
     let url = `${seg(dsid, "job")}?limit=${prefs.limit}`;
     if (prefs.status) url += `&status=${encodeURIComponent(prefs.status)}`;
     if (cursor) url += `&cursor=${encodeURIComponent(cursor)}`;
     try {
       const { body: reply } = await api("GET", url);
-      if (!alive) return;
+      if (!alive || ticket !== page.ticket) return;
       page.next = reply.next;
       for (const rec of reply.jobs) chartRecord(rec);
       const fresh = new Map();
@@ -477,11 +492,18 @@ async function viewJobs(dsid, query) {
         fresh.set(rec.job, known && known.version > rec.version ? known : rec);
       }
       page.records = fresh;
+      // Changes that arrived while the page was being read apply on top of it.
+      for (const rec of page.pending.splice(0)) apply(rec);
       render();
     } catch (e) {
-      if (alive) showFailure(e, `the jobs of ${dsid}`);
+      if (!alive || ticket !== page.ticket) return;
+      if (e instanceof ApiError && [401, 403, 404].includes(e.status)) dropSocket(dsid);
+      showFailure(e, `the jobs of ${dsid}`);
     } finally {
-      page.loading = false;
+      if (ticket === page.ticket) {
+        page.loading = false;
+        page.pending.length = 0;
+      }
     }
   }
 
@@ -504,16 +526,31 @@ async function viewJobs(dsid, query) {
   state.cleanup.push(() => { alive = false; });
   state.listeners.add((from, frame) => {
     if (from !== dsid || frame.type !== "status" || !frame.data) return;
-    const rec = frame.data;
+    if (page.loading) page.pending.push(frame.data);
+    else if (apply(frame.data)) scheduleRender();
+  });
+
+  let renderQueued = false;
+  function scheduleRender() {
+    if (renderQueued) return;
+    renderQueued = true;
+    requestAnimationFrame(() => {
+      renderQueued = false;
+      if (alive) render();
+    });
+  }
+
+  /** Merge one changed record into the page; whether the page changed. */
+  function apply(rec) {
     const known = page.records.get(rec.job);
-    if (known && known.version >= rec.version) return;
+    if (known && known.version >= rec.version) return false;
     if (known) {
       if (matches(rec)) page.records.set(rec.job, rec);
       else page.records.delete(rec.job);
     } else {
-      if (page.index !== 0 || !matches(rec)) return;
+      if (page.index !== 0 || !matches(rec)) return false;
       const oldest = Math.min(...[...page.records.values()].map((r) => r.submitted_at));
-      if (page.records.size >= prefs.limit && rec.submitted_at < oldest) return;
+      if (page.records.size >= prefs.limit && rec.submitted_at < oldest) return false;
       page.records.set(rec.job, rec);
       if (page.records.size > prefs.limit) {
         const last = [...page.records.values()].sort((a, b) => a.submitted_at - b.submitted_at)[0];
@@ -522,9 +559,12 @@ async function viewJobs(dsid, query) {
         refreshCursor();
       }
     }
-    render();
+    return true;
+  }
+  // The socket opened after the page was read (or came back without resuming): read it again.
+  state.gapListeners.add((from, first) => {
+    if (from === dsid && !(first && liveBeforeLoad)) load();
   });
-  state.gapListeners.add((from) => { if (from === dsid) load(); });
 
   // After live rows pushed older ones off the first page, the next page starts after the new
   // last row: read the first page again to get the store's cursor.
@@ -754,7 +794,9 @@ async function viewStream(dsid) {
       const reply = await api("GET", `${seg("jobs", dsid, "since", since).slice(0, -1)}?limit=${STREAM_ROWS}`);
       page = reply.body;
     } catch (e) {
-      if (alive) showFailure(e, `the request stream of ${dsid}`);
+      if (!alive) return;
+      if (e instanceof ApiError && [401, 403, 404].includes(e.status)) dropSocket(dsid);
+      showFailure(e, `the request stream of ${dsid}`);
       return;
     }
     if (!alive) return;
