@@ -21,7 +21,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.procs import StoreProcess, cli
+from jobqueue_store.auth import TokenAuthority
+from jobqueue_store.config import DEFAULT_NAME
+from jobqueue_store.keys import KeyRing
+from jobqueue_store.models import Role
+from tests.procs import StoreProcess
 
 CHROMIUM = os.environ.get("JOBQUEUE_STORE_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -56,13 +60,9 @@ class Store:
         return self.proc.url
 
     def token(self, role: str, client: str | None = None, dsid: str | None = None) -> str:
-        """A token minted by the store's own command."""
-        args = ["token", "--role", role]
-        if client:
-            args += ["--client", client]
-        if dsid:
-            args += ["--dsid", dsid]
-        return cli(*args, data_dir=self.data_dir)
+        """A token from the store's root key (what ``jobqueue-store token`` mints)."""
+        authority = TokenAuthority(KeyRing.load_or_create(self.data_dir), DEFAULT_NAME)
+        return authority.mint(Role(role), client=client, dsids=[dsid] if dsid else None)
 
     async def call(self, method: str, path: str, token: str, body: Any = None) -> Any:
         """One API call; asserts a 2xx and returns the decoded body."""
