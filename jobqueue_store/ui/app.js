@@ -374,7 +374,8 @@ async function loadCatalogue() {
 function chartCard() {
   const canvas = h("canvas", { class: "chart", width: 320, height: 72, "aria-label": "submits and completions per second" });
   const legend = h("p", { class: "legend" });
-  const card = h("section", { class: "card chart-card" }, h("h2", {}, "Activity"), canvas, h("p", { class: "keys" }, h("span", { class: "key submits" }, "submits"), h("span", { class: "key completions" }, isDriver() ? "(completions: not in a driver's stream)" : "completions")), legend);
+  const keys = h("p", { class: "keys" }, h("span", { class: "key submits" }, "submits"), h("span", { class: "key completions" }, isDriver() ? "(completions: not in a driver's stream)" : "completions"));
+  const card = h("section", { class: "card chart-card" }, h("div", { class: "row" }, h("h2", {}, "Activity"), keys, h("span", { class: "spacer" }), legend), canvas);
   queueMicrotask(() => state.chart.attach(canvas, legend));
   return card;
 }

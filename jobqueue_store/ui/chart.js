@@ -10,6 +10,7 @@ export class RateChart {
     this.canvas = null;
     this.legend = null;
     this.timer = null;
+    this.queued = false;
   }
 
   /**
@@ -27,6 +28,13 @@ export class RateChart {
     }
     const map = this.series[kind];
     map.set(second, (map.get(second) || 0) + 1);
+    if (this.canvas && !this.queued) {
+      this.queued = true;
+      requestAnimationFrame(() => {
+        this.queued = false;
+        this.draw();
+      });
+    }
   }
 
   /** Attach to a canvas and a legend element and redraw every second until detached. */

@@ -6,7 +6,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.browser.conftest import Recorder, Store, screenshot, sign_in
+from tests.browser.conftest import Recorder, Store, screenshot, sign_in, until
 
 SUBMIT = "/ds1/job/"
 
@@ -103,6 +103,9 @@ async def test_admin_sees_the_catalogue_and_a_driver_its_request_stream(
         assert sorted(ids) == ["ds1", "mail", "video"]
         await pg.wait_for_selector("[data-counts='video'] [data-status='failed']")
         await pg.wait_for_selector("[data-counts='ds1'] [data-status='complete']")
+        # The chart counts the jobs just listed: submits and completions of the last minute.
+        await pg.wait_for_selector(".legend:has-text('completions')")
+        await until(pg, "/peak ([2-9]|\\d\\d)/.test(document.querySelector('.legend').textContent)")
         await screenshot(pg, "overview")
 
         # A driver: the datasources its token allows, and the request stream, live.
