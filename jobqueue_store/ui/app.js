@@ -96,6 +96,8 @@ function updatePill() {
   const sockets = [...state.sockets.values()];
   if (!sockets.length) {
     pill.hidden = true;
+    $("banner").hidden = true;
+    document.body.classList.remove("disconnected");
     return;
   }
   pill.hidden = false;
@@ -115,6 +117,11 @@ function updatePill() {
   pill.textContent = text;
   pill.className = `pill ${kind}`;
   document.body.classList.toggle("disconnected", kind === "down");
+  const banner = $("banner");
+  banner.hidden = kind !== "down";
+  banner.textContent = states.includes("expired")
+    ? "The token has expired: sign out and sign in with a new one."
+    : "The store cannot be reached. The page reconnects by itself and catches up on every change it missed; until then what it shows may be out of date.";
 }
 
 /** Count a job record in the chart: its submit, and its end if it ended. */
@@ -190,15 +197,21 @@ async function loadCounts(dsid) {
   return counts;
 }
 
+/** Count again now, then at most once per COUNT_REFRESH_MS while changes keep coming. */
 function scheduleCounts(dsid) {
-  if (!seesJobs() || state.countTimers.has(dsid)) return;
-  state.countTimers.set(
-    dsid,
-    setTimeout(() => {
-      state.countTimers.delete(dsid);
-      loadCounts(dsid).catch(() => {});
-    }, COUNT_REFRESH_MS),
-  );
+  if (!seesJobs()) return;
+  const pending = state.countTimers.get(dsid);
+  if (pending) {
+    pending.again = true;
+    return;
+  }
+  const entry = { again: false };
+  state.countTimers.set(dsid, entry);
+  loadCounts(dsid).catch(() => {});
+  setTimeout(() => {
+    state.countTimers.delete(dsid);
+    if (entry.again) scheduleCounts(dsid);
+  }, COUNT_REFRESH_MS);
 }
 
 function countsCell(dsid) {

@@ -144,9 +144,11 @@ async def test_the_page_survives_a_store_restart(served: Store, page: tuple[Any,
 
     await served.proc.stop()
     await pg.wait_for_selector("#conn.down")
+    await pg.wait_for_selector("#banner:has-text('reconnects by itself')")
     await screenshot(pg, "disconnected")
     await served.restart()
     await pg.wait_for_selector("#conn.live", timeout=30_000)
+    assert await pg.is_hidden("#banner")
 
     await served.call("POST", SUBMIT, client, {"job": "after", "request": 2})
     await driver_update(served, driver, "before", status="accepted", progress=0.5)
