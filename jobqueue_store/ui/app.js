@@ -75,6 +75,7 @@ const state = {
   listeners: new Set(), // (dsid, frame) => void, for the current view
   gapListeners: new Set(), // (dsid) => void: a socket reconnected without resuming
   cleanup: [], // what the current view stops when it is left
+  generation: 0, // bumped on each navigation
   chart: new RateChart(),
 };
 
@@ -321,6 +322,7 @@ function renderSignIn(message) {
 
 function signOut() {
   clearToken();
+  leaveView();
   stopSockets();
   state.who = null;
   state.catalogue = null;
@@ -362,6 +364,7 @@ function leaveView() {
 }
 
 async function route() {
+  state.generation += 1; // a view whose reply comes after the user moved on shows nothing
   leaveView();
   if (!getToken()) return renderSignIn();
   const { parts, query } = parseHash();
@@ -375,8 +378,8 @@ async function route() {
   return viewOverview();
 }
 
-async function loadCatalogue() {
-  if (!state.catalogue) {
+async function loadCatalogue(fresh = false) {
+  if (!state.catalogue || fresh) {
     const { body } = await api("GET", "/cat");
     state.catalogue = body.datasources;
     for (const ds of state.catalogue.slice(0, MAX_LIVE_DATASOURCES)) ensureSocket(ds.datasource_id);
@@ -398,12 +401,15 @@ function chartCard() {
 async function viewOverview() {
   setCrumbs({ text: "Datasources" });
   mount(stateBox("loading", "Loading datasources…"));
+  const generation = state.generation;
   let catalogue;
   try {
-    catalogue = await loadCatalogue();
+    catalogue = await loadCatalogue(true);
   } catch (e) {
-    return showFailure(e, "the datasources");
+    if (generation === state.generation) showFailure(e, "the datasources");
+    return;
   }
+  if (generation !== state.generation) return;
   const scope = isAdmin() ? "every datasource of this store (admin)" : isDriver() ? "the datasources this driver token may use" : "the datasources this token may use, with your own jobs";
   if (!catalogue.length) {
     return mount(chartCard(), stateBox("empty", "No datasources yet.", "A driver declares one with PUT /jobs/<DSID>; it then appears here."));
@@ -644,12 +650,15 @@ async function viewJob(dsid, job) {
   setCrumbs({ text: "Datasources", href: "#/" }, { text: dsid, href: dsHash(dsid) }, { text: job });
   mount(stateBox("loading", `Loading job ${job}…`));
   const path = isDriver() ? seg("jobs", dsid, "job", job) : seg(dsid, "job", job);
+  const generation = state.generation;
   let rec;
   try {
     rec = (await api("GET", path)).body;
   } catch (e) {
-    return showFailure(e, `job ${job}`);
+    if (generation === state.generation) showFailure(e, `job ${job}`);
+    return;
   }
+  if (generation !== state.generation) return;
   let alive = true;
   const history = new Map(); // seq -> frame
   const head = h("div", {});
@@ -853,15 +862,18 @@ async function viewSchedules(dsid) {
   setCrumbs({ text: "Datasources", href: "#/" }, { text: dsid, href: dsHash(dsid) }, { text: "schedules" });
   if (!seesJobs()) return mount(stateBox("forbidden", "Schedules are for client and admin tokens."));
   mount(stateBox("loading", "Loading schedules…"));
+  const generation = state.generation;
   let reply;
   try {
     reply = (await api("GET", seg(dsid, "schedule"))).body;
   } catch (e) {
+    if (generation !== state.generation) return;
     if (e instanceof ApiError && (e.status === 404 || e.status === 405) && !/datasource/i.test(e.message)) {
       return mount(h("section", { class: "card" }, h("h2", {}, `Schedules on ${dsid}`), stateBox("empty", "Schedules are not available on this store.", "This store does not serve GET /<DSID>/schedule/.")));
     }
     return showFailure(e, `the schedules of ${dsid}`);
   }
+  if (generation !== state.generation) return;
   const runsBox = h("div", { id: "runs" });
   const rows = (reply.schedules || []).map((s) => {
     const when = s.cron ? `${s.cron} (${s.timezone || "UTC"})` : s.at !== undefined ? time(s.at) : "";
