@@ -62,7 +62,7 @@ def add_routes(app: web.Application) -> None:
     _route(app, "POST", "/{dsid}/job/{job}/cancel", handlers.cancel, "cancel")
     _route(app, "GET", "/sub/{dsid}/job", ws.client_subscription, "sub_client")
     _route(app, "GET", "/sub/{dsid}/jobs", ws.driver_subscription, "sub_driver")
-    ui.add_routes(app)  # after the API: a datasource named "ui" keeps its routes
+    ui.add_routes(app)  # the dashboard: /ui/ and its own files only
 
 
 def create_app(

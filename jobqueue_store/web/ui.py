@@ -118,9 +118,18 @@ async def ui_doc(request: web.Request) -> web.StreamResponse:
     return _file_response(request, path)
 
 
+def _one_of(names: dict[str, Path]) -> str:
+    """A route pattern matching exactly these file names (never an empty match)."""
+    return "|".join(re.escape(n) for n in sorted(names)) or "(?!)"
+
+
 def add_routes(app: web.Application) -> None:
-    """Add the dashboard's routes to the store's application."""
+    """Add the dashboard's routes to the store's application.
+
+    The routes match only the files that exist: aiohttp resolves ``/ui/...`` before
+    ``/{dsid}/...`` whatever the order, and a datasource named ``ui`` keeps ``/ui/job``.
+    """
     app.router.add_get("/ui", ui_root, name="ui_root")
     app.router.add_get("/ui/", ui_index, name="ui_index")
-    app.router.add_get("/ui/docs/{name}", ui_doc, name="ui_doc")
-    app.router.add_get("/ui/{name}", ui_file, name="ui_file")
+    app.router.add_get(f"/ui/docs/{{name:{_one_of(_DOC_FILES)}}}", ui_doc, name="ui_doc")
+    app.router.add_get(f"/ui/{{name:{_one_of(_UI_FILES)}}}", ui_file, name="ui_file")
