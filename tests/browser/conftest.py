@@ -59,10 +59,12 @@ class Store:
         """The store's base URL."""
         return self.proc.url
 
-    def token(self, role: str, client: str | None = None, dsid: str | None = None) -> str:
+    def token(
+        self, role: str, client: str | None = None, dsid: str | None = None, ttl: float = 86400
+    ) -> str:
         """A token from the store's root key (what ``jobqueue-store token`` mints)."""
         authority = TokenAuthority(KeyRing.load_or_create(self.data_dir), DEFAULT_NAME)
-        return authority.mint(Role(role), client=client, dsids=[dsid] if dsid else None)
+        return authority.mint(Role(role), client=client, dsids=[dsid] if dsid else None, ttl=ttl)
 
     async def call(self, method: str, path: str, token: str, body: Any = None) -> Any:
         """One API call; asserts a 2xx and returns the decoded body."""

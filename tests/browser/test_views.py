@@ -183,3 +183,18 @@ async def test_the_documents_render_in_the_browser(
     await pg.goto(served.url + "/ui/doc.html?doc=../../setup.cfg")
     await pg.wait_for_selector(".state.empty")
     assert rec.console_errors() == []
+
+
+async def test_an_expired_token_is_said_so(served: Store, page: tuple[Any, Recorder]) -> None:
+    # Bounded end-to-end: a token that lives 3 seconds (whole seconds: 2 to 3 in fact).
+    pg, rec = page
+    await sign_in(pg, served, served.token("client", "app1", ttl=3))
+    await pg.goto(served.url + "/ui/#/ds/ds1")
+    await pg.wait_for_selector("#conn.live")
+    await pg.wait_for_selector("#conn.down:has-text('Token expired')", timeout=10_000)
+    await pg.wait_for_selector("#banner:has-text('expired')")
+    await pg.reload()
+    await pg.wait_for_selector(".state.forbidden:has-text('refused this token')")
+    await pg.click(".state.forbidden button")
+    await pg.wait_for_selector("#token")
+    assert rec.errors == []
