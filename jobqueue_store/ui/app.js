@@ -9,7 +9,7 @@ import { clearToken, describeToken, getToken, setToken } from "./token.js";
 const CORE_STATUSES = ["submitted", "accepted", "retrying", "complete", "cancelled", "forbidden", "failed"];
 const TERMINAL = new Set(["complete", "cancelled", "forbidden", "failed"]);
 const COUNT_LIMIT = 1000;
-const COUNT_REFRESH_MS = 1500;
+const COUNT_RESYNC_MS = 60000;
 const MAX_LIVE_DATASOURCES = 10;
 const STREAM_ROWS = 1000;
 const COUNTED_DATASOURCES = 20; // the overview counts the first ones; the others on request
@@ -69,9 +69,9 @@ function dsHash(dsid, ...rest) {
 const state = {
   who: null, // {role, client, dsids, expires} read from the token
   catalogue: null, // [{datasource_id, description}]
-  counts: new Map(), // dsid -> {status: n, more: bool}
   sockets: new Map(), // dsid -> LiveSocket (the client's or the driver's view)
-  countTimers: new Map(),
+  index: new Map(), // dsid -> {jobs: Map(job -> {status, version, live}), more, loadedAt, ready}
+  countLoads: new Map(), // dsid -> the read of the counts in flight
   listeners: new Set(), // (dsid, frame) => void, for the current view
   gapListeners: new Set(), // (dsid) => void: a socket reconnected without resuming
   cleanup: [], // what the current view stops when it is left
@@ -148,14 +148,14 @@ function ensureSocket(dsid) {
     after: null,
     onFrame: (frame) => {
       chartFrame(frame);
-      scheduleCounts(dsid);
+      countFrame(dsid, frame);
       for (const fn of state.listeners) fn(dsid, frame);
     },
     onState: updatePill,
     onOpen: (resumed) => {
       // Opened live-only: what changed before (or while away) comes from a fresh read.
       if (!resumed) {
-        if (opened) scheduleCounts(dsid);
+        if (opened) loadCounts(dsid).catch(() => {});
         for (const fn of state.gapListeners) fn(dsid, !opened);
       }
       opened = true;
@@ -179,50 +179,92 @@ function stopSockets() {
   updatePill();
 }
 
-/** Job counts by status, from the list endpoint (one call per status, up to 1,000 each). */
-async function loadCounts(dsid) {
-  if (!seesJobs()) return null;
-  const counts = { more: false };
-  await Promise.all(
+/**
+ * Job counts by status. The API has no count endpoint: the counts are read once from the list
+ * endpoint (one call per status, up to 1,000 jobs each), then kept up to date from the socket's
+ * notifications (each job's latest status, by version), and read again after a reconnection that
+ * could not resume and at most once a minute while changes come in.
+ */
+function loadCounts(dsid) {
+  if (!seesJobs()) return Promise.resolve(null);
+  const running = state.countLoads.get(dsid);
+  if (running) return running;
+  if (!state.index.has(dsid)) state.index.set(dsid, { jobs: new Map(), more: new Set(), loadedAt: 0, ready: false });
+  const started = Date.now();
+  const jobs = new Map();
+  const more = new Set();
+  const promise = Promise.all(
     CORE_STATUSES.map(async (status) => {
       const { body } = await api("GET", `${seg(dsid, "job")}?status=${status}&limit=${COUNT_LIMIT}`);
-      counts[status] = body.jobs.length;
-      for (const rec of body.jobs) chartRecord(rec);
-      if (body.next) counts.more = true;
+      for (const rec of body.jobs) {
+        chartRecord(rec);
+        noteJob(jobs, rec, 0);
+      }
+      if (body.next) more.add(status);
     }),
-  );
-  state.counts.set(dsid, counts);
-  for (const el of document.querySelectorAll("[data-counts]")) {
-    if (el.dataset.counts === dsid) el.replaceWith(countsCell(dsid));
-  }
-  return counts;
+  )
+    .then(() => {
+      // Changes seen on the socket while the lists were read are newer than what a list says.
+      const old = state.index.get(dsid);
+      if (old) {
+        for (const [job, seen] of old.jobs) {
+          const listed = jobs.get(job);
+          if (listed ? seen.version > listed.version : seen.live >= started) jobs.set(job, seen);
+        }
+      }
+      state.index.set(dsid, { jobs, more, loadedAt: Date.now(), ready: true });
+      renderCounts(dsid);
+    })
+    .finally(() => state.countLoads.delete(dsid));
+  state.countLoads.set(dsid, promise);
+  return promise;
 }
 
-/** Count again now, then at most once per COUNT_REFRESH_MS while changes keep coming. */
-function scheduleCounts(dsid) {
-  if (!seesJobs()) return;
-  const pending = state.countTimers.get(dsid);
-  if (pending) {
-    pending.again = true;
-    return;
+function noteJob(jobs, rec, live) {
+  const known = jobs.get(rec.job);
+  if (!known || rec.version > known.version) jobs.set(rec.job, { status: rec.status, version: rec.version, live });
+}
+
+/** A notification moves the counts without a new read. */
+function countFrame(dsid, frame) {
+  const entry = state.index.get(dsid);
+  if (!entry || frame.type !== "status" || !frame.data) return;
+  noteJob(entry.jobs, frame.data, Date.now());
+  if (entry.ready && Date.now() - entry.loadedAt > COUNT_RESYNC_MS) {
+    entry.loadedAt = Date.now();
+    loadCounts(dsid).catch(() => {});
   }
-  const entry = { again: false };
-  state.countTimers.set(dsid, entry);
-  loadCounts(dsid).catch(() => {});
-  setTimeout(() => {
-    state.countTimers.delete(dsid);
-    if (entry.again) scheduleCounts(dsid);
-  }, COUNT_REFRESH_MS);
+  renderCounts(dsid);
+}
+
+function tally(dsid) {
+  const entry = state.index.get(dsid);
+  if (!entry || !entry.ready) return null;
+  const counts = {};
+  for (const { status } of entry.jobs.values()) counts[status] = (counts[status] || 0) + 1;
+  return { counts, more: entry.more };
+}
+
+const countRenders = new Set();
+function renderCounts(dsid) {
+  if (countRenders.has(dsid)) return;
+  countRenders.add(dsid);
+  requestAnimationFrame(() => {
+    countRenders.delete(dsid);
+    for (const el of document.querySelectorAll("[data-counts]")) {
+      if (el.dataset.counts === dsid) el.replaceWith(countsCell(dsid));
+    }
+  });
 }
 
 function countsCell(dsid) {
-  const counts = state.counts.get(dsid);
+  const counted = tally(dsid);
   const cell = h("div", { class: "counts", "data-counts": dsid });
   if (!seesJobs()) {
     cell.append(h("span", { class: "muted" }, "job counts need a client or admin token"));
     return cell;
   }
-  if (!counts) {
+  if (!counted) {
     const index = (state.catalogue || []).findIndex((d) => d.datasource_id === dsid);
     if (index >= COUNTED_DATASOURCES) {
       cell.append(h("button", { type: "button", class: "small ghost", onclick: (event) => { event.target.disabled = true; loadCounts(dsid).catch(() => {}); } }, "count jobs"));
@@ -230,10 +272,11 @@ function countsCell(dsid) {
     return cell;
   }
   let total = 0;
-  for (const status of CORE_STATUSES) {
-    const n = counts[status] || 0;
+  const statuses = [...CORE_STATUSES, ...Object.keys(counted.counts).filter((s) => !CORE_STATUSES.includes(s))];
+  for (const status of statuses) {
+    const n = counted.counts[status] || 0;
     total += n;
-    if (n) cell.append(h("a", { class: `count s-${status}`, href: dsHash(dsid) + `?status=${status}`, "data-status": status }, `${status} `, h("b", {}, n >= COUNT_LIMIT ? `${n}+` : n)));
+    if (n) cell.append(h("a", { class: `count s-${status}`, href: dsHash(dsid) + `?status=${status}`, "data-status": status }, `${status} `, h("b", {}, counted.more.has(status) ? `${n}+` : n)));
   }
   if (!total) cell.append(h("span", { class: "muted" }, "no jobs"));
   return cell;
@@ -326,7 +369,7 @@ function signOut() {
   stopSockets();
   state.who = null;
   state.catalogue = null;
-  state.counts.clear();
+  state.index.clear();
   location.hash = "#/";
   renderSignIn();
 }

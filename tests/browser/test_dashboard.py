@@ -57,7 +57,12 @@ async def test_live_job_progress_cancel_and_no_console_errors(
     await pg.wait_for_selector("#jobs tr[data-job='thumb-5']")
     await pg.wait_for_selector("#jobs tr[data-job='thumb-3'] .s-failed")
     await until(pg, "document.querySelectorAll('#jobs tbody tr').length === 5")
-    await pg.wait_for_selector("[data-counts='ds1'] [data-status='failed']")
+    # The counts follow the notifications: exactly what the list endpoint would say.
+    await until(
+        pg,
+        "document.querySelector(\"[data-counts='ds1']\").innerText.replace(/\\s+/g, ' ')"
+        " === 'submitted 1 accepted 2 complete 1 failed 1'",
+    )
     await screenshot(pg, "jobs")
 
     # The job's detail: request, progress, history replayed from the log, then live.
