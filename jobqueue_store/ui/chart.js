@@ -64,7 +64,7 @@ export class RateChart {
   draw() {
     const canvas = this.canvas;
     if (!canvas || !canvas.isConnected) return this.detach();
-    const now = Math.floor(Date.now() / 1000) - 1; // the last whole second
+    const now = Math.floor(Date.now() / 1000); // the current second counts as it fills
     const submits = this.values("submits", now);
     const completions = this.values("completions", now);
     const ratio = window.devicePixelRatio || 1;
