@@ -326,6 +326,12 @@ def cmd_key(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jobqueue-store`` command."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["run-driver"] and len(words) > 1:  # a built-in driver has its own options
+        from jobqueue_store import drivers
+
+        if drivers.is_builtin(words[1]):
+            return drivers.main(words[1], words[2:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":

@@ -8,6 +8,7 @@
     jobs DSID [--status S] [--limit N]                                your jobs, newest first
     watch DSID [JOB] [--after SEQ]                                    follow live (progress bar)
     run-driver MODULE:ATTR [--dsid DSID] [--state-file PATH]          run a Driver object
+    run-driver shell|http [OPTIONS]                                   run a built-in driver
 
 ``REQUEST`` and ``--schema`` are JSON text, ``@path`` to read a file, or ``-`` for standard input.
 Every verb takes ``--url`` and ``--token`` (defaults: ``JOBQUEUE_STORE_URL``, else
@@ -133,10 +134,12 @@ def register(commands: Any) -> None:
     )
 
     run_driver = commands.add_parser(
-        "run-driver", parents=[common], help="run a Driver object: MODULE:ATTR"
+        "run-driver", parents=[common], help="run a driver: built in (shell, http) or MODULE:ATTR"
     )
     run_driver.add_argument(
-        "target", help="module (dotted name or .py file) and the Driver's name, 'module:driver'"
+        "target",
+        help="a built-in driver, shell or http (see 'run-driver NAME --help' for its options), "
+        "or a module (dotted name or .py file) and the Driver's name, 'module:driver'",
     )
     run_driver.add_argument("--dsid", default=os.environ.get("JOBQUEUE_STORE_DSID"))
     run_driver.add_argument("--state-file", default=None, help="where the resume mark is kept")
@@ -343,7 +346,12 @@ async def _watch(args: argparse.Namespace) -> int:
 
 
 def load_driver(target: str) -> Any:
-    """The object named by ``MODULE:ATTR`` (``MODULE`` a dotted name or a ``.py`` path)."""
+    """The object named by ``MODULE:ATTR`` (``MODULE`` a dotted name or a ``.py`` path), or the
+    built-in driver of that name (``shell``, ``http``), configured from the environment."""
+    from jobqueue_store import drivers
+
+    if drivers.is_builtin(target):
+        return drivers.builtin_driver(target)
     module_name, sep, attr = target.rpartition(":")
     if not sep or not module_name or not attr:
         raise UsageError(f"{target!r} is not MODULE:ATTR (e.g. examples/shell_driver.py:driver)")

@@ -17,7 +17,7 @@ from jobqueue_store.service import JobService
 from jobqueue_store.storage import open_store
 from jobqueue_store.storage.base import Store
 from jobqueue_store.timers import TimerLoop
-from jobqueue_store.web import driver_handlers, handlers, pipeline_handlers, ws
+from jobqueue_store.web import driver_handlers, handlers, pipeline_handlers, ui, ws
 from jobqueue_store.web.keys import (
     AUTHORITY,
     HUB,
@@ -72,6 +72,7 @@ def add_routes(app: web.Application) -> None:
     _route(app, "GET", "/{dsid}/job/{job}/revisions", pipeline_handlers.revisions, "revisions")
     _route(app, "GET", "/sub/{dsid}/job", ws.client_subscription, "sub_client")
     _route(app, "GET", "/sub/{dsid}/jobs", ws.driver_subscription, "sub_driver")
+    ui.add_routes(app)  # the dashboard: /ui/ and its own files only
 
 
 def create_app(

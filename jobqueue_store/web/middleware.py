@@ -15,6 +15,7 @@ from aiohttp.web_urldispatcher import MatchInfoError
 from jobqueue_store import audit
 from jobqueue_store.auth import extract_token
 from jobqueue_store.errors import StoreError, Unauthorized
+from jobqueue_store.web import ui
 from jobqueue_store.web.keys import AUTHORITY, METRICS, PRINCIPAL
 from jobqueue_store.web.responses import (
     error_body,
@@ -25,7 +26,7 @@ from jobqueue_store.web.responses import (
 
 log = logging.getLogger("jobqueue_store.web")
 
-OPEN_ROUTES = frozenset({"healthz", "readyz"})
+OPEN_ROUTES = frozenset({"healthz", "readyz"}) | ui.OPEN_ROUTE_NAMES
 WEBSOCKET_ROUTES = frozenset({"sub_client", "sub_driver"})
 
 
