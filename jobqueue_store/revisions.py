@@ -212,6 +212,7 @@ def is_refused_repeat(existing: JobRecord, update: StatusUpdate) -> bool:
         and update.status is Status.FAILED
         and existing.error == refused_error(existing, update.error)
         and existing.has_response == update.has_response
+        and (not update.has_response or same_request(existing.response, update.response))
         and existing.progress == update.progress
     )
 

@@ -26,6 +26,7 @@ from jobqueue_store.auth import TokenAuthority
 from jobqueue_store.config import Limits, Settings
 from jobqueue_store.keys import KeyRing
 from jobqueue_store.models import Role
+from jobqueue_store.storage.base import Store
 from jobqueue_store.web.app import create_app
 from tests.conftest import make_store
 from tests.wire import validate
@@ -95,6 +96,11 @@ class LiveStore:
         return future.result(timeout)
 
     # access -------------------------------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        """The app's store (its reads run in the store's loop: :meth:`run`)."""
+        return self._store
+
     @property
     def url(self) -> str:
         """The base URL."""

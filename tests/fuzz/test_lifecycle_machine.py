@@ -7,6 +7,12 @@ model holds what each job's record must be (status, version, cancel_requested, r
 progress, terminal finality, idempotent repeats), and after every step every record and the
 request stream (``since/0``: one ``request`` entry per job, at most one ``cancel``) are compared
 with it.
+
+Long-running jobs too: updates of the request (new revisions, reopening finished jobs, with or
+without rollback), stop and start, driver updates naming the current, an older or a future
+revision, ``running`` and ``stopped``, and automatic rollback to the last revision that ran. The
+model keeps every revision; the revisions list must match it, and every job's record must be the
+fold of its events (the last event's record, versions 1..n with no gap).
 """
 
 from __future__ import annotations
@@ -25,12 +31,15 @@ from tests.fuzz.live import LiveStore, live_store
 
 JOBS = st.sampled_from(["j0", "j1", "j2", "j3"])
 REQUESTS = st.sampled_from([1, "x", {"a": 1}, [1, 2], None])
-STATUSES = st.sampled_from(["accepted", "retrying", "complete", "cancelled", "forbidden", "failed"])
+STATUSES = st.sampled_from(
+    ["accepted", "retrying", "running", "stopped", "complete", "cancelled", "forbidden", "failed"]
+)
 TERMINAL = {"complete", "cancelled", "forbidden", "failed"}
 RUNS = 60
 STEPS = 40
 
 STEPS_RUN = itertools.count()
+ROLLBACKS = itertools.count()
 
 
 @dataclass
@@ -42,7 +51,33 @@ class Job:
     version: int = 1
     cancel_requested: bool = False
     update: dict[str, Any] = field(default_factory=dict)
-    """The last applied update's optional fields (response, error, progress)."""
+    """The record's optional fields (response, error, progress)."""
+    sent: dict[str, Any] = field(default_factory=dict)
+    """The last applied update's optional fields as the driver sent them."""
+    revision: int = 0
+    desired_state: str = "running"
+    rollback: bool = False
+    rollback_of: int | None = None
+    revisions: list[Rev] = field(default_factory=list)
+
+
+@dataclass
+class Rev:
+    """What one revision of a job must be in its revisions list."""
+
+    request: Any
+    status: str = "submitted"
+    ran: bool = False
+    rollback_of: int | None = None
+
+
+def refused(job: str, revision: int, error: str | None) -> str:
+    """The error of a failed revision whose rollback found no revision that ran."""
+    why = (
+        f"revision {revision} failed and was not rolled back: no earlier revision of job "
+        f"'{job}' ever reached running"
+    )
+    return why[0].upper() + why[1:] + "." if error is None else f"{error} ({why})"
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +111,7 @@ class Lifecycle(RuleBasedStateMachine):
         body = {"job": job, "request": request}
         if known is None:
             self.live.call("POST", f"/{self.dsid}/job/", self.client, body, expect=201)
-            self.jobs[job] = Job(request)
+            self.jobs[job] = Job(request, revisions=[Rev(request)])
             self.stream.append(("request", job))
         elif known.request == request:
             record = self.live.call(
@@ -121,6 +156,7 @@ class Lifecycle(RuleBasedStateMachine):
         response=st.none() | REQUESTS.map(lambda r: {"response": r}),
         error=st.none() | st.just({"error": "boom"}),
         progress=st.none() | st.sampled_from([0, 0.5, 1]).map(lambda p: {"progress": p}),
+        revision=st.sampled_from([None, "current", "older", "future"]),
     )
     def update(
         self,
@@ -129,23 +165,140 @@ class Lifecycle(RuleBasedStateMachine):
         response: dict[str, Any] | None,
         error: dict[str, Any] | None,
         progress: dict[str, Any] | None,
+        revision: str | None,
     ) -> None:
         """A driver update: 404 unknown, 409 on a terminal job unless an identical repeat."""
         fields = {**(response or {}), **(error or {}), **(progress or {})}
-        body = {"status": status, **fields}
+        body: dict[str, Any] = {"status": status, **fields}
         path = f"/jobs/{self.dsid}/job/{job}/"
         known = self.jobs.get(job)
         if known is None:
             self.live.call("POST", path, self.driver, body, expect=404)
             return
-        same = status == known.status and fields == known.update
+        if revision == "current":
+            body["revision"] = known.revision
+        elif revision == "future":
+            body["revision"] = known.revision + 1
+            self.live.call("POST", path, self.driver, body, expect=409)
+            return
+        elif revision == "older" and known.revision > 0:
+            n = known.revision - 1
+            body["revision"] = n
+            known.revisions[n].status = status
+            known.revisions[n].ran |= status == "running"
+            known.version += 1
+            record = self.live.call(
+                "POST", path, self.driver, body, expect=200, schema="status_record"
+            )
+            self.check_record(job, record)
+            return
+        same = status == known.status and fields == known.sent
         if known.status in TERMINAL and not same:
             self.live.call("POST", path, self.driver, body, expect=409)
             return
         if not same:
-            known.status, known.update = status, fields
-            known.version += 1
+            self.apply_update(job, known, status, fields)
         record = self.live.call("POST", path, self.driver, body, expect=200, schema="status_record")
+        self.check_record(job, record)
+
+    def apply_update(self, job: str, known: Job, status: str, fields: dict[str, Any]) -> None:
+        """The model of a driver's update of the current revision, rollback included."""
+        current = known.revisions[known.revision]
+        known.status, known.update, known.sent = status, dict(fields), dict(fields)
+        known.version += 1
+        current.status = status
+        current.ran |= status == "running"
+        if status != "failed" or not known.rollback:
+            return
+        target = next(
+            (r for r in reversed(known.revisions[: known.revision]) if r.ran),
+            None,
+        )
+        if target is None:
+            known.update["error"] = refused(job, known.revision, fields.get("error"))
+            return
+        next(ROLLBACKS)
+        failed = known.revision
+        self.new_revision(known, target.request, rollback=False, rollback_of=failed)
+        self.stream.append(("update", job))
+
+    @staticmethod
+    def new_revision(known: Job, request: Any, *, rollback: bool, rollback_of: int | None) -> None:
+        """The model of a new revision."""
+        known.revision += 1
+        known.revisions.append(Rev(request, rollback_of=rollback_of))
+        known.request = request
+        known.status = "submitted"
+        known.update, known.sent = {}, {}
+        known.cancel_requested = False
+        known.desired_state = "running"
+        known.rollback, known.rollback_of = rollback, rollback_of
+        known.version += 1
+
+    @rule(job=JOBS, request=REQUESTS, rollback=st.none() | st.booleans())
+    def revise(self, job: str, request: Any, rollback: bool | None) -> None:
+        """PUT a new request: 202 and a new revision; the current request again is 200."""
+        body: dict[str, Any] = {"request": request}
+        if rollback is not None:
+            body["rollback"] = rollback
+        path = f"/{self.dsid}/job/{job}/"
+        known = self.jobs.get(job)
+        if known is None:
+            self.live.call("PUT", path, self.client, body, expect=404)
+            return
+        if known.status == "forbidden":
+            self.live.call("PUT", path, self.client, body, expect=409)
+            return
+        if known.request == request:
+            record = self.live.call(
+                "PUT", path, self.client, body, expect=200, schema="status_record"
+            )
+        else:
+            self.new_revision(known, request, rollback=bool(rollback), rollback_of=None)
+            self.stream.append(("update", job))
+            record = self.live.call(
+                "PUT", path, self.client, body, expect=202, schema="status_record"
+            )
+        self.check_record(job, record)
+
+    @rule(job=JOBS, request=REQUESTS, outcome=st.sampled_from(["running", "failed"]))
+    def deploy(self, job: str, request: Any, outcome: str) -> None:
+        """A deployment: the current revision runs (or is finished: 409), an update with
+        rollback, then the driver reports the new revision running or failed (a failure rolls
+        back to the last revision that ran, if any)."""
+        known = self.jobs.get(job)
+        if known is None:
+            return
+        self.update(job, "running", None, None, None, "current")
+        if known.request == request:
+            request = {"other than": request}
+        self.revise(job, request, True)
+        self.update(job, outcome, None, None, None, "current")
+
+    @rule(job=JOBS, request=REQUESTS)
+    def revise_as_another_client(self, job: str, request: Any) -> None:
+        """Another client's job is 403 to update (404 if there is none)."""
+        expect = 403 if job in self.jobs else 404
+        body = {"request": request}
+        self.live.call("PUT", f"/{self.dsid}/job/{job}/", self.other, body, expect=expect)
+
+    @rule(job=JOBS, stop=st.booleans())
+    def stop_or_start(self, job: str, stop: bool) -> None:
+        """Stop or start: 404 unknown, 409 finished, else 200; a change appends an entry."""
+        verb, state = ("stop", "stopped") if stop else ("start", "running")
+        path = f"/{self.dsid}/job/{job}/{verb}"
+        known = self.jobs.get(job)
+        if known is None:
+            self.live.call("POST", path, self.client, expect=404)
+            return
+        if known.status in TERMINAL:
+            self.live.call("POST", path, self.client, expect=409)
+            return
+        if known.desired_state != state:
+            known.desired_state = state
+            known.version += 1
+            self.stream.append((verb, job))
+        record = self.live.call("POST", path, self.client, expect=200, schema="status_record")
         self.check_record(job, record)
 
     @rule(job=JOBS)
@@ -172,8 +325,14 @@ class Lifecycle(RuleBasedStateMachine):
             "request": known.request,
             "cancel_requested": known.cancel_requested,
             "version": known.version,
+            "revision": known.revision,
+            "desired_state": known.desired_state,
             **known.update,
         }
+        if known.rollback:
+            expected["rollback"] = True
+        if known.rollback_of is not None:
+            expected["rollback_of"] = known.rollback_of
         got = {k: v for k, v in record.items() if k not in ("submitted_at", "updated_at")}
         assert got == expected
         assert record["submitted_at"] <= record["updated_at"]
@@ -201,8 +360,34 @@ class Lifecycle(RuleBasedStateMachine):
         seqs = [e["seq"] for e in entries]
         assert seqs == sorted(set(seqs))
         for entry in entries:
+            known = self.jobs[entry["job"]]
             if entry["type"] == "request":
-                assert entry["data"]["request"] == self.jobs[entry["job"]].request
+                assert entry["data"]["request"] == known.revisions[0].request
+            elif entry["type"] == "update":
+                n = entry["data"]["revision"]
+                assert entry["data"]["request"] == known.revisions[n].request
+                assert entry["data"].get("rollback_of") == known.revisions[n].rollback_of
+
+    @invariant()
+    def records_are_the_fold_of_their_events(self) -> None:
+        """Each job's record is its last event's record, versions 1..n without a gap, and the
+        revisions list (the fold of the same events) is what the model holds."""
+        store = self.live.store
+        for job, known in self.jobs.items():
+            events = self.live.run(store.job_events(self.dsid, job))
+            assert [e.record.version for e in events] == list(range(1, len(events) + 1))
+            current = self.live.run(store.get_job(self.dsid, job))
+            assert events[-1].record == current
+            revs = self.live.call(
+                "GET",
+                f"/{self.dsid}/job/{job}/revisions",
+                self.client,
+                expect=200,
+                schema="revisions",
+            )["revisions"]
+            got = [(r["request"], r["status"], r["rollback_of"]) for r in revs]
+            assert got == [(r.request, r.status, r.rollback_of) for r in known.revisions]
+            assert [r["running_at"] is not None for r in revs] == [r.ran for r in known.revisions]
 
 
 def test_job_lifecycle_state_machine(live: LiveStore) -> None:
@@ -219,4 +404,6 @@ def test_job_lifecycle_state_machine(live: LiveStore) -> None:
             suppress_health_check=list(HealthCheck),
         ),
     )
-    print(f"\nlifecycle state machine: {RUNS} runs, {next(STEPS_RUN)} checked steps")
+    steps, rollbacks = next(STEPS_RUN), next(ROLLBACKS)
+    print(f"\nlifecycle state machine: {RUNS} runs, {steps} checked steps, {rollbacks} rollbacks")
+    assert rollbacks > 0, "no run reached an automatic rollback: the rules are not exercised"
