@@ -115,12 +115,12 @@ class Validators:
             error = jsonschema.exceptions.best_match(validator.iter_errors(request))
         except referencing.exceptions.Unresolvable as exc:
             raise BadRequest(
-                f"Datasource '{datasource.id}''s request_schema has a $ref that does not resolve "
+                f"The request_schema of datasource '{datasource.id}' has a $ref that does not resolve "
                 f"({exc}): its driver must declare it again with a schema that is complete."
             ) from None
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(the whole request)"
             raise BadRequest(
-                f"The request does not match datasource '{datasource.id}''s request_schema at "
+                f"The request does not match the request_schema of datasource '{datasource.id}' at "
                 f"{where}: {error.message}."
             )
