@@ -6,17 +6,19 @@
     status DSID JOB [--wait [SECONDS]]                                a job's status record
     cancel DSID JOB                                                   ask for a job to be cancelled
     jobs DSID [--status S] [--limit N]                                your jobs, newest first
-    watch DSID [JOB] [--after SEQ]                                    follow live (progress bar)
+    watch DSID [JOB] [--after SEQ] [--forever]                        follow live (progress bar)
     run-driver MODULE:ATTR [--dsid DSID] [--state-file PATH]          run a Driver object
 
 ``REQUEST`` and ``--schema`` are JSON text, ``@path`` to read a file, or ``-`` for standard input.
-Every verb takes ``--url`` and ``--token`` (defaults: ``JOBQUEUE_STORE_URL``, else
-``http://127.0.0.1:8080``, and ``JOBQUEUE_STORE_TOKEN``) and ``--json`` for output meant for
-scripts: one JSON document (``watch``: one notification per line).
+Every verb takes ``--url`` (default ``JOBQUEUE_STORE_URL``, else ``http://127.0.0.1:8080``; a URL
+without a scheme gets ``http://``), the token as ``--token`` or ``--token-file`` (defaults:
+``JOBQUEUE_STORE_TOKEN``, then ``JOBQUEUE_STORE_TOKEN_FILE``; a token file is read again when the
+store refuses the token, so a long-lived process picks up a renewed token), ``--retries`` and
+``--json`` for output meant for scripts: one JSON document (``watch``: one notification per line).
 
 Exit status: 0 done (a waited or watched job ended ``complete``); 1 the store refused the request
 or could not be reached (the store's sentence and code on standard error); 2 bad usage; 3 the job
-ended in another terminal status; 4 the wait ended before the job did.
+ended in another terminal status; 4 the wait ended before the job did. No verb prints a traceback.
 """
 
 from __future__ import annotations
@@ -35,8 +37,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from jobqueue_store import codec
-from jobqueue_store.client import DriverClient, JobClient, Notification
-from jobqueue_store.errors import StoreError
+from jobqueue_store.client import (
+    DriverClient,
+    JobClient,
+    Notification,
+    normalize_url,
+    read_token_file,
+)
+from jobqueue_store.errors import StoreError, Unavailable
 from jobqueue_store.models import JobRecord, Status
 
 __all__ = ["VERBS", "register", "run"]
@@ -64,16 +72,26 @@ def _connection_options() -> argparse.ArgumentParser:
     common.add_argument(
         "--url",
         default=None,
-        help=f"store URL (env JOBQUEUE_STORE_URL; default {DEFAULT_URL})",
+        help=f"store URL; 'host:port' means http://host:port (env JOBQUEUE_STORE_URL; default "
+        f"{DEFAULT_URL})",
     )
     common.add_argument(
         "--token", default=None, help="the token to send (env JOBQUEUE_STORE_TOKEN)"
     )
     common.add_argument(
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help="read the token from this file, and again whenever the store refuses the token "
+        "(expired): rewrite the file to renew the token of a running process "
+        "(env JOBQUEUE_STORE_TOKEN_FILE)",
+    )
+    common.add_argument(
         "--retries",
         type=int,
         default=5,
-        help="retries of a request on network errors, 503 and 429 (default 5)",
+        help="retries of a request on network errors, 503 and 429, with backoff, before giving "
+        "up with exit status 1 (default 5)",
     )
     common.add_argument("--json", action="store_true", help="machine-readable JSON output")
     return common
@@ -127,33 +145,67 @@ def register(commands: Any) -> None:
         "watch", parents=[common], help="follow a job (until it ends) or a whole datasource"
     )
     watch.add_argument("dsid")
-    watch.add_argument("job", nargs="?", default=None)
+    watch.add_argument("job", nargs="?", default=None, help="the job to follow (default: all)")
     watch.add_argument(
         "--after", type=int, default=None, help="first replay notifications after this seq"
     )
+    watch.add_argument(
+        "--forever",
+        action="store_true",
+        help="never give up on an unreachable store: retry with backoff, printing one line per "
+        "failed attempt (without it, watch gives up after --retries failed attempts in a row)",
+    )
 
     run_driver = commands.add_parser(
-        "run-driver", parents=[common], help="run a Driver object: MODULE:ATTR"
+        "run-driver",
+        parents=[common],
+        help="run a Driver object: MODULE:ATTR",
+        description="Run a jobqueue_store.driver.Driver until SIGINT or SIGTERM: declare its "
+        "datasource, follow the request stream, run its handler per job. With --token-file the "
+        "token can be renewed without a restart.",
     )
     run_driver.add_argument(
         "target", help="module (dotted name or .py file) and the Driver's name, 'module:driver'"
     )
-    run_driver.add_argument("--dsid", default=os.environ.get("JOBQUEUE_STORE_DSID"))
-    run_driver.add_argument("--state-file", default=None, help="where the resume mark is kept")
-    run_driver.add_argument("--concurrency", type=int, default=None)
-    run_driver.add_argument("--log-level", default="INFO")
+    run_driver.add_argument(
+        "--dsid",
+        default=os.environ.get("JOBQUEUE_STORE_DSID"),
+        help="the datasource to serve (env JOBQUEUE_STORE_DSID; default: the Driver's own)",
+    )
+    run_driver.add_argument(
+        "--state-file",
+        default=None,
+        metavar="PATH",
+        help="where the resume mark is kept across restarts (default: the Driver's own, else "
+        ".jobqueue-driver-<DSID>.json in the current directory)",
+    )
+    run_driver.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="jobs run at the same time (default: the Driver's own, 4 unless it says otherwise)",
+    )
+    run_driver.add_argument(
+        "--log-level", default="INFO", help="logging level: DEBUG, INFO, WARNING (default INFO)"
+    )
 
 
 # dispatch ---------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    """Run the verb parsed into ``args``; returns the exit status."""
+    """Run the verb parsed into ``args``; returns the exit status. Never raises: every failure
+    is one line on standard error (the store's sentence and code) and an exit status."""
     try:
+        if args.retries < 0:
+            raise UsageError("--retries must be 0 or more")
         if args.command == "run-driver":
             return _run_driver(args)
-        args.url = args.url or os.environ.get("JOBQUEUE_STORE_URL") or DEFAULT_URL
-        args.token = args.token or os.environ.get("JOBQUEUE_STORE_TOKEN")
+        args.url = _url(args.url or os.environ.get("JOBQUEUE_STORE_URL") or DEFAULT_URL)
+        args.token, args.token_file = _credentials(args)
         if not args.token:
-            raise UsageError("a token is needed: pass --token or set JOBQUEUE_STORE_TOKEN")
+            raise UsageError(
+                "a token is needed: pass --token or --token-file, or set JOBQUEUE_STORE_TOKEN "
+                "or JOBQUEUE_STORE_TOKEN_FILE"
+            )
         verb = VERB_FUNCTIONS.get(args.command)
         if verb is None:
             raise UsageError(f"unknown command {args.command!r}")
@@ -166,6 +218,43 @@ def run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"jobqueue-store {args.command}: {exc.message} ({exc.code})", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:  # a bug or an unforeseen reply: still one line, no traceback
+        logging.getLogger("jobqueue_store.cli").debug("unexpected error", exc_info=True)
+        print(
+            f"jobqueue-store {args.command}: unexpected error: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+
+
+def _url(value: str) -> str:
+    try:
+        return normalize_url(value)
+    except ValueError as exc:
+        raise UsageError(f"--url: {exc}") from None
+
+
+def _credentials(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """``(token, token file)``: the first of ``--token``, ``--token-file``,
+    ``JOBQUEUE_STORE_TOKEN`` and ``JOBQUEUE_STORE_TOKEN_FILE`` that is set."""
+    if args.token and args.token_file:
+        raise UsageError("pass --token or --token-file, not both")
+    env_file = os.environ.get("JOBQUEUE_STORE_TOKEN_FILE")
+    if args.token:
+        return args.token, None
+    path = args.token_file or (None if os.environ.get("JOBQUEUE_STORE_TOKEN") else env_file)
+    if path:
+        try:
+            return read_token_file(path), path
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return os.environ.get("JOBQUEUE_STORE_TOKEN") or None, None
+
+
+def _connect_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"token_file": args.token_file, "retries": args.retries}
 
 
 def _read_json(value: str, what: str) -> Any:
@@ -226,7 +315,7 @@ async def _wait(client: JobClient, args: argparse.Namespace, dsid: str, job: str
 
 # verbs ------------------------------------------------------------------------------------------
 async def _datasource(args: argparse.Namespace) -> int:
-    async with DriverClient(args.url, args.token, retries=args.retries) as client:
+    async with DriverClient(args.url, args.token, **_connect_kwargs(args)) as client:
         if args.ds_action == "list":
             datasources = await client.catalogue()
             if args.json:
@@ -245,7 +334,7 @@ async def _datasource(args: argparse.Namespace) -> int:
 
 async def _submit(args: argparse.Namespace) -> int:
     request = _read_json(args.request, "the request")
-    async with JobClient(args.url, args.token, retries=args.retries) as client:
+    async with JobClient(args.url, args.token, **_connect_kwargs(args)) as client:
         record = await client.submit(args.dsid, request, args.job)
         if args.wait is not None:
             record = await _wait(client, args, args.dsid, record.job)
@@ -256,7 +345,7 @@ async def _submit(args: argparse.Namespace) -> int:
 
 
 async def _status(args: argparse.Namespace) -> int:
-    async with JobClient(args.url, args.token, retries=args.retries) as client:
+    async with JobClient(args.url, args.token, **_connect_kwargs(args)) as client:
         if args.wait is not None:
             record = await _wait(client, args, args.dsid, args.job)
             _show(args, record)
@@ -266,7 +355,7 @@ async def _status(args: argparse.Namespace) -> int:
 
 
 async def _cancel(args: argparse.Namespace) -> int:
-    async with JobClient(args.url, args.token, retries=args.retries) as client:
+    async with JobClient(args.url, args.token, **_connect_kwargs(args)) as client:
         _show(args, await client.cancel(args.dsid, args.job))
         return EXIT_OK
 
@@ -274,7 +363,7 @@ async def _cancel(args: argparse.Namespace) -> int:
 async def _jobs(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
-    async with JobClient(args.url, args.token, retries=args.retries) as client:
+    async with JobClient(args.url, args.token, **_connect_kwargs(args)) as client:
         records: list[JobRecord] = []
         page_size = min(args.limit, 1000)
         async for record in client.jobs(args.dsid, status=args.status, page_size=page_size):
@@ -317,15 +406,33 @@ class _Watcher:
         sys.stdout.flush()
 
 
+def _print_retry(attempt: int, error: StoreError, delay: float) -> None:
+    print(
+        f"jobqueue-store watch: {error.message.rstrip('.')} ({error.code}); attempt {attempt} "
+        f"failed, retrying in {delay:.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 async def _watch(args: argparse.Namespace) -> int:
     watcher = _Watcher(args)
-    async with JobClient(args.url, args.token, retries=args.retries) as client:
-        sub = client.subscribe(args.dsid, after=args.after)
+    async with JobClient(args.url, args.token, **_connect_kwargs(args)) as client:
+        sub = client.subscribe(
+            args.dsid,
+            after=args.after,
+            retries=None if args.forever else args.retries,
+            on_retry=_print_retry if args.forever else None,
+        )
         async with sub:
             version = 0
             if args.job is not None:
                 # Subscribed first, then read: no change can fall between the two.
-                record = await client.status(args.dsid, args.job)
+                record = (
+                    await _status_forever(client, args)
+                    if args.forever
+                    else (await client.status(args.dsid, args.job))
+                )
                 version = record.version
                 watcher.show(None, record, None)
                 if record.terminal:
@@ -342,6 +449,19 @@ async def _watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _status_forever(client: JobClient, args: argparse.Namespace) -> JobRecord:
+    """``watch --forever``: the job's record, however long the store stays unreachable."""
+    attempt = 0
+    while True:
+        try:
+            return await client.status(args.dsid, args.job)
+        except Unavailable as exc:  # ConnectionFailed included, after the client's own retries
+            attempt += 1
+            delay = min(5.0 * attempt, 30.0)
+            _print_retry(attempt, exc, delay)
+            await asyncio.sleep(delay)
+
+
 def load_driver(target: str) -> Any:
     """The object named by ``MODULE:ATTR`` (``MODULE`` a dotted name or a ``.py`` path)."""
     module_name, sep, attr = target.rpartition(":")
@@ -354,7 +474,10 @@ def load_driver(target: str) -> Any:
             raise UsageError(f"cannot load {module_name}: no such Python file")
         module = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise UsageError(f"cannot load {module_name}: {type(exc).__name__}: {exc}") from None
     else:
         if "" not in sys.path and os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
@@ -362,6 +485,8 @@ def load_driver(target: str) -> Any:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise UsageError(f"cannot import {module_name}: {exc}") from None
+        except Exception as exc:
+            raise UsageError(f"cannot load {module_name}: {type(exc).__name__}: {exc}") from None
     try:
         return getattr(module, attr)
     except AttributeError:
@@ -390,15 +515,20 @@ def _run_driver(args: argparse.Namespace) -> int:
         driver = found()  # a factory
     if not isinstance(driver, Driver):
         raise UsageError(f"{args.target} is not a jobqueue_store.driver.Driver")
+    token, token_file = _credentials(args)
     driver.configure(
-        url=args.url or os.environ.get("JOBQUEUE_STORE_URL") or driver.url or DEFAULT_URL,
-        token=args.token or os.environ.get("JOBQUEUE_STORE_TOKEN"),
+        url=_url(args.url or os.environ.get("JOBQUEUE_STORE_URL") or driver.url or DEFAULT_URL),
+        token=token,
+        token_file=token_file,
         dsid=args.dsid,
         state_file=args.state_file,
         concurrency=args.concurrency,
     )
     if not driver.token:
-        raise UsageError("a driver token is needed: pass --token or set JOBQUEUE_STORE_TOKEN")
+        raise UsageError(
+            "a driver token is needed: pass --token or --token-file, or set "
+            "JOBQUEUE_STORE_TOKEN or JOBQUEUE_STORE_TOKEN_FILE"
+        )
     if not driver.dsid:
         raise UsageError("name the datasource: pass --dsid or set JOBQUEUE_STORE_DSID")
     try:

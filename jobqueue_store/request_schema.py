@@ -115,8 +115,8 @@ class Validators:
             error = jsonschema.exceptions.best_match(validator.iter_errors(request))
         except referencing.exceptions.Unresolvable as exc:
             raise BadRequest(
-                f"The request_schema of datasource '{datasource.id}' has a $ref that does not resolve "
-                f"({exc}): its driver must declare it again with a schema that is complete."
+                f"The request_schema of datasource '{datasource.id}' has a $ref that does not "
+                f"resolve ({exc}): its driver must declare it again with a schema that is complete."
             ) from None
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(the whole request)"
