@@ -116,35 +116,40 @@ def register(commands: Any) -> None:
     datasource = commands.add_parser("datasource", help="declare or list datasources")
     actions = datasource.add_subparsers(dest="ds_action", required=True)
     put = actions.add_parser("put", parents=[common], help="declare or update a datasource")
-    put.add_argument("dsid")
+    put.add_argument("dsid", help="the datasource id")
     put.add_argument("--description", default="", help="what the datasource does")
     put.add_argument("--schema", default=None, help="request JSON Schema: JSON, @file or -")
     actions.add_parser("list", parents=[common], help="the datasources this token may use")
 
     submit = commands.add_parser("submit", parents=[common], help="submit a job")
-    submit.add_argument("dsid")
+    submit.add_argument("dsid", help="the datasource to submit to")
     submit.add_argument("request", help="the job's request: JSON, @file or - (standard input)")
     submit.add_argument("--job", default=None, help="the job id (default: a new GUID)")
     _wait_option(submit, "before printing its record")
 
     status = commands.add_parser("status", parents=[common], help="print a job's status record")
-    status.add_argument("dsid")
-    status.add_argument("job")
+    status.add_argument("dsid", help="the datasource")
+    status.add_argument("job", help="the job id")
     _wait_option(status, "first")
 
     cancel = commands.add_parser("cancel", parents=[common], help="ask for a job's cancellation")
-    cancel.add_argument("dsid")
-    cancel.add_argument("job")
+    cancel.add_argument("dsid", help="the datasource")
+    cancel.add_argument("job", help="the job id")
 
     jobs = commands.add_parser("jobs", parents=[common], help="list your jobs, newest first")
-    jobs.add_argument("dsid")
-    jobs.add_argument("--status", default=None, choices=[s.value for s in Status])
+    jobs.add_argument("dsid", help="the datasource")
+    jobs.add_argument(
+        "--status",
+        default=None,
+        choices=[s.value for s in Status],
+        help="only jobs in this status (default: all)",
+    )
     jobs.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
 
     watch = commands.add_parser(
         "watch", parents=[common], help="follow a job (until it ends) or a whole datasource"
     )
-    watch.add_argument("dsid")
+    watch.add_argument("dsid", help="the datasource")
     watch.add_argument("job", nargs="?", default=None, help="the job to follow (default: all)")
     watch.add_argument(
         "--after", type=int, default=None, help="first replay notifications after this seq"

@@ -237,7 +237,9 @@ class KeyRing:
 
         A running store sees the change after ``reload`` (or a restart).
         """
-        ring = cls.load_or_create(data_dir)
+        if not (Path(data_dir) / KEY_FILE).exists():
+            return cls.load_or_create(data_dir).current  # the first key is the rotation
+        ring = cls.load(data_dir)
         key_id = _new_key_id()
         while key_id in ring._keys:
             key_id = _new_key_id()
