@@ -528,6 +528,7 @@ def _run_driver(args: argparse.Namespace) -> int:
         dsid=args.dsid,
         state_file=args.state_file,
         concurrency=args.concurrency,
+        retries=args.retries,
     )
     if not driver.token:
         raise UsageError(

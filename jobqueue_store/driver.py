@@ -175,6 +175,8 @@ class Driver:
         self.token = token
         self.token_file = Path(token_file) if token_file is not None else None
         """A file holding the token, re-read when the store refuses the token (see the client)."""
+        self.retries = 5
+        """Retries of each request to the store on network errors, 503 and 429 (the client's)."""
         self.dsid = dsid
         self.description = description
         self.request_schema = request_schema
@@ -212,6 +214,7 @@ class Driver:
         state_file: str | Path | None = None,
         concurrency: int | None = None,
         token_file: str | Path | None = None,
+        retries: int | None = None,
     ) -> None:
         """Set the options that are given (None leaves an option as it is)."""
         if url is not None:
@@ -220,6 +223,8 @@ class Driver:
             self.token = token
         if token_file is not None:
             self.token_file = Path(token_file)
+        if retries is not None:
+            self.retries = retries
         if dsid is not None:
             self.dsid = dsid
         if state_file is not None:
@@ -266,7 +271,9 @@ class Driver:
         self._slots = asyncio.Semaphore(self.concurrency)
         state = self._state_path()
         self._after = self._max_seen = load_state(state) or 0
-        async with DriverClient(self.url, self.token, token_file=self.token_file) as client:
+        async with DriverClient(
+            self.url, self.token, token_file=self.token_file, retries=self.retries
+        ) as client:
             self._client = client
             await client.put_datasource(self.dsid, self.description, self.request_schema)
             stream = client.stream(self.dsid, after=self._after)
