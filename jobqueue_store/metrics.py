@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -43,6 +44,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from jobqueue_store.errors import StoreError
 from jobqueue_store.models import Event, Role, Status
 
 if TYPE_CHECKING:
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
     from jobqueue_store.storage.base import DatasourceJobs, Store
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
+
+log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The content type of the text exposition format."""
@@ -159,6 +163,11 @@ class _ScrapeCollector(Collector):
             if seen is not None:
                 last_seen.add_metric([dsid], seen)
         yield from (jobs, oldest, connected, last_seen)
+        yield GaugeMetricFamily(
+            "jobqueue_store_read_ok",
+            "1 if the job counts were read from the database at this scrape, 0 if it failed.",
+            value=m.store_read_ok,
+        )
         for name, (help_text, read) in sorted(m.gauges.items()):
             yield GaugeMetricFamily(name, help_text, value=read())
 
@@ -172,6 +181,7 @@ class Metrics:
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
         self.stats: dict[str, DatasourceJobs] = {}
         self.stats_time = 0.0
+        self.store_read_ok = 1
         self.driver_streams: dict[str, int] = {}
         self.driver_seen: dict[str, float] = {}
         r = self.registry
@@ -259,8 +269,16 @@ class Metrics:
 
     # scrape --------------------------------------------------------------------------------------
     async def scrape(self, store: Store) -> bytes:
-        """Read the store's job counts, then render every family (text format 0.0.4)."""
-        self.stats = await store.job_stats()
+        """Read the store's job counts, then render every family (text format 0.0.4). A store
+        that cannot be read leaves out the families read from it (``jobqueue_store_read_ok``
+        says so) rather than failing the scrape: the process metrics matter most then."""
+        try:
+            self.stats = await store.job_stats()
+            self.store_read_ok = 1
+        except StoreError as exc:
+            log.warning("metrics: the job counts could not be read: %s", exc.message)
+            self.stats = {}
+            self.store_read_ok = 0
         self.stats_time = self.clock()
         return self.render()
 

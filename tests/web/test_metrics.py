@@ -133,6 +133,8 @@ async def test_metrics_after_a_mixed_workload(api: Api) -> None:
         m, "jobqueue_store_commits_total"
     )
 
+    assert value(m, "jobqueue_store_read_ok") == 1
+
     # process metrics
     assert value(m, "process_resident_memory_bytes") > 0
     assert value(m, "process_open_fds") >= 1
@@ -160,3 +162,15 @@ async def test_metrics_registries_are_per_app(make_api: Any) -> None:
     put = {"method": "PUT", "route": "put_datasource", "status": "200"}
     assert value(m_a, "jobqueue_http_requests_total", **put) == 1
     assert ("jobqueue_http_requests_total" not in m_b) or not m_b["jobqueue_http_requests_total"]
+
+
+async def test_metrics_answer_while_the_database_cannot_be_read(api: Api) -> None:
+    """The families read from the store are left out; the process ones still answer."""
+    from jobqueue_store.web.keys import STORE
+
+    store = api.client.app[STORE]
+    await store.close()  # the database is gone for this app; the HTTP server still runs
+    m, _, _ = await scrape(api)
+    assert value(m, "jobqueue_store_read_ok") == 0
+    assert not m.get("jobqueue_jobs")
+    assert value(m, "process_resident_memory_bytes") > 0
