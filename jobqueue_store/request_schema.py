@@ -575,15 +575,15 @@ class Validators:
         compiled = self._get(datasource, schema)
         if compiled.validator is None:
             raise BadRequest(
-                f"Datasource '{datasource.id}''s request_schema has a $ref that does not resolve: "
-                "its driver must declare it again with a schema that is complete."
+                f"The request_schema of datasource '{datasource.id}' has a $ref that does not "
+                "resolve: its driver must declare it again with a schema that is complete."
             )
         if compiled.checks > 1:
             values = _values(codec.dumps(request))
             if values * compiled.checks > MAX_CHECKS_PER_REQUEST:
                 raise BadRequest(
-                    f"The request is too costly to check against datasource '{datasource.id}''s "
-                    f"request_schema: up to {values:,} values, each checked against up to "
+                    f"The request is too costly to check against the request_schema of datasource "
+                    f"'{datasource.id}': up to {values:,} values, each checked against up to "
                     f"{compiled.checks:,} keywords, is over the store's budget of "
                     f"{MAX_CHECKS_PER_REQUEST:,} checks per request. Send a smaller request."
                 )
@@ -594,7 +594,7 @@ class Validators:
     @staticmethod
     def _explain(dsid: str, compiled: _Compiled, request: Any) -> str:
         """The sentence for a request that does not match, found within :data:`MESSAGE_BUDGET`."""
-        generic = f"The request does not match datasource '{dsid}''s request_schema."
+        generic = f"The request does not match the request_schema of datasource '{dsid}'."
         if compiled.explainer is None:
             compiled.explainer = _message_validator(compiled.schema)
         validator, deadline = compiled.explainer
@@ -609,6 +609,6 @@ class Validators:
             return generic
         where = "/".join(str(p) for p in error.absolute_path) or "(the whole request)"
         return (
-            f"The request does not match datasource '{dsid}''s request_schema at {where}: "
+            f"The request does not match the request_schema of datasource '{dsid}' at {where}: "
             f"{error.message}."
         )

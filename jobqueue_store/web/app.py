@@ -127,7 +127,8 @@ def create_app(
     )
 
     async def open_store_on_startup(app: web.Application) -> None:
-        the_store.set_listener(hub.publish)
+        the_store.set_listener(metrics.observing(hub.publish))
+        the_store.set_commit_observer(metrics.observe_commit)
         await the_store.open()
         retention.start()
         timers.start()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -35,9 +36,15 @@ async def store_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Authenticate, run the handler, answer every failure with the SPEC error body; count the
     reply; audit every write."""
     code: str | None = None
+    metrics = request.app[METRICS]
+    started = time.perf_counter()
     try:
         authenticate(request)
-        response = await handler(request)
+        match = request.match_info
+        with metrics.presence(
+            match.route.name, request.path, match.get("dsid"), request.get(PRINCIPAL)
+        ):
+            response = await handler(request)
     except StoreError as exc:
         response = error_response(exc)
         code = exc.code
@@ -55,7 +62,7 @@ async def store_middleware(request: web.Request, handler: Handler) -> web.Stream
             500,
         )
     name = request.match_info.route.name or "unmatched"
-    request.app[METRICS].count_request(request.method, name, response.status)
+    metrics.count_request(request.method, name, response.status, time.perf_counter() - started)
     audit.emit(request, response.status, code, request.get(PRINCIPAL))
     return response
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,13 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# `make screenshots` sets JOBQUEUE_STORE_SCREENSHOTS=docs/screenshots to refresh the README's
+# pictures; an ordinary run writes them to a temporary directory and leaves the work tree clean.
+SCREENSHOTS = Path(
+    os.environ.get("JOBQUEUE_STORE_SCREENSHOTS")
+    or Path(tempfile.gettempdir()) / f"jobqueue-store-screenshots-{os.getpid()}"
+)
+SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 VIEWPORT = {"width": 1100, "height": 720}
 
 playwright_api = pytest.importorskip("playwright.async_api")
@@ -169,8 +176,7 @@ async def sign_in(pg: Any, store: Store, token: str) -> None:
 
 
 async def screenshot(pg: Any, name: str) -> None:
-    """Write docs/screenshots/<name>.png (the README shows them)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    """Write <name>.png into SCREENSHOTS (docs/screenshots with `make screenshots`)."""
     await pg.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
 
 

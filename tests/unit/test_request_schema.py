@@ -143,7 +143,8 @@ def test_a_sentence_past_its_budget_says_only_that_the_request_does_not_match(
     monkeypatch.setattr(request_schema, "MESSAGE_BUDGET", -1.0)
     message = _sentence({"properties": {"n": {"type": "integer"}}}, {"n": "x"})
     assert message == (
-        "The request does not match datasource 'd''s request_schema (finding where took too long)."
+        "The request does not match the request_schema of datasource 'd' "
+        "(finding where took too long)."
     )
 
 
