@@ -233,11 +233,12 @@ class Notification:
 
 @dataclass(frozen=True, slots=True)
 class StreamEntry:
-    """A request-stream entry (SPEC 4): a new job (``request``) or a cancel request."""
+    """A request-stream entry (SPEC 4): a new job (``request``) or a cancel request; for
+    long-running jobs also a new revision (``update``), a ``stop`` or a ``start``."""
 
     seq: int
     datasource_id: str
-    type: Literal["request", "cancel"]
+    type: Literal["request", "cancel", "update", "stop", "start"]
     job: str
     client: str
     timestamp: int
@@ -248,11 +249,20 @@ class StreamEntry:
         """The job's ``request`` (``None`` for a cancel entry)."""
         return self.data.get("request")
 
+    @property
+    def revision(self) -> int | None:
+        """The revision an ``update``, ``stop`` or ``start`` entry is about (0 for a
+        ``request``; ``None`` for a ``cancel``)."""
+        if self.type == "request":
+            return 0
+        revision = self.data.get("revision")
+        return revision if isinstance(revision, int) else None
+
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> StreamEntry:
         """Parse an entry from the stream or from ``since``/``latest``."""
         kind = data["type"]
-        if kind not in ("request", "cancel"):
+        if kind not in ("request", "cancel", "update", "stop", "start"):
             raise ValueError(f"unknown request-stream entry type {kind!r}")
         return cls(
             seq=int(data["seq"]),
@@ -751,6 +761,36 @@ class JobClient(_Http):
             on_retry=on_retry,
         )
 
+    # long-running jobs ----------------------------------------------------------------------
+    async def update(
+        self, dsid: str, job: str, request: Any, *, rollback: bool = False
+    ) -> JobRecord:
+        """A new request for the job: a new revision (202), or the record unchanged when the
+        request is the current one. ``rollback``: if the driver reports this revision
+        ``failed``, the store goes back to the request of the last revision that ran."""
+        body: dict[str, Any] = {"request": request}
+        if rollback:
+            body["rollback"] = True
+        _, reply, _ = await self.request("PUT", _path(dsid, "job", job, ""), body)
+        return JobRecord.from_wire(reply)
+
+    async def stop(self, dsid: str, job: str) -> JobRecord:
+        """Ask the job's driver to stop it (``desired_state`` ``stopped``)."""
+        _, reply, _ = await self.request("POST", _path(dsid, "job", job, "stop"))
+        return JobRecord.from_wire(reply)
+
+    async def start(self, dsid: str, job: str) -> JobRecord:
+        """Ask the job's driver to run it again (``desired_state`` ``running``)."""
+        _, reply, _ = await self.request("POST", _path(dsid, "job", job, "start"))
+        return JobRecord.from_wire(reply)
+
+    async def revisions(self, dsid: str, job: str) -> list[dict[str, Any]]:
+        """Every revision of the job, oldest first (``{"revision", "request", "status",
+        "error"?, "rollback", "rollback_of", "submitted_at", "updated_at", "running_at"}``)."""
+        _, reply, _ = await self.request("GET", _path(dsid, "job", job, "revisions"))
+        result: list[dict[str, Any]] = reply["revisions"]
+        return result
+
 
 class DriverClient(_Http):
     """A driver's asynchronous client of the store (SPEC 4); see :mod:`jobqueue_store.driver`."""
@@ -782,8 +822,12 @@ class DriverClient(_Http):
         has_response: bool = False,
         error: str | None = None,
         progress: float | None = None,
+        revision: int | None = None,
     ) -> JobRecord:
-        """Report a job's status (``response`` is sent when not None or ``has_response``)."""
+        """Report a job's status (``response`` is sent when not None or ``has_response``).
+
+        ``revision``: the revision the report is about (long-running jobs); an older one
+        changes only that revision's history."""
         body: dict[str, Any] = {"status": status}
         if has_response or response is not None:
             body["response"] = response
@@ -791,6 +835,8 @@ class DriverClient(_Http):
             body["error"] = error
         if progress is not None:
             body["progress"] = progress
+        if revision is not None:
+            body["revision"] = revision
         _, reply, _ = await self.request("POST", _path("jobs", dsid, "job", job, ""), body)
         return JobRecord.from_wire(reply)
 
@@ -869,6 +915,22 @@ class SyncJobClient:
     def cancel(self, dsid: str, job: str) -> JobRecord:
         """See :meth:`JobClient.cancel`."""
         return self._runner.run(self._client.cancel(dsid, job))
+
+    def update(self, dsid: str, job: str, request: Any, *, rollback: bool = False) -> JobRecord:
+        """See :meth:`JobClient.update`."""
+        return self._runner.run(self._client.update(dsid, job, request, rollback=rollback))
+
+    def stop(self, dsid: str, job: str) -> JobRecord:
+        """See :meth:`JobClient.stop`."""
+        return self._runner.run(self._client.stop(dsid, job))
+
+    def start(self, dsid: str, job: str) -> JobRecord:
+        """See :meth:`JobClient.start`."""
+        return self._runner.run(self._client.start(dsid, job))
+
+    def revisions(self, dsid: str, job: str) -> list[dict[str, Any]]:
+        """See :meth:`JobClient.revisions`."""
+        return self._runner.run(self._client.revisions(dsid, job))
 
     def jobs(self, dsid: str, *, status: str | None = None) -> Iterator[JobRecord]:
         """See :meth:`JobClient.jobs`: pages are fetched as the iteration goes."""

@@ -56,6 +56,7 @@ from jobqueue_store.client import (
     backoff_delay,
 )
 from jobqueue_store.errors import Conflict, StoreError, Unavailable
+from jobqueue_store.pipelines import PipelineHandler, PipelineRunner
 
 __all__ = ["Driver", "ForbiddenJob", "Handler", "Job", "RetryableError", "load_state", "save_state"]
 
@@ -187,6 +188,9 @@ class Driver:
         self.max_retry_backoff = max_retry_backoff
         self.shutdown_grace = shutdown_grace
         self._handler: Handler | None = None
+        self._pipeline: PipelineRunner | None = None
+        self._anchors: dict[str, int] = {}
+        """Pipelines: the seq of the entry that made each live job live (kept below the mark)."""
         self._client: DriverClient | None = None
         self._running: dict[str, _Running] = {}
         self._pending: set[int] = set()
@@ -203,6 +207,12 @@ class Driver:
     def handler(self, fn: Handler) -> Handler:
         """Decorator: ``fn`` handles every job (``async def handle(job) -> response``)."""
         self._handler = fn
+        return fn
+
+    def pipeline(self, fn: PipelineHandler) -> PipelineHandler:
+        """Decorator: ``fn`` runs every job as a long-running pipeline, one task per revision
+        (``async def run(job: PipelineJob)``; see :mod:`jobqueue_store.pipelines`)."""
+        self._pipeline = PipelineRunner(self, fn)
         return fn
 
     def configure(
@@ -261,8 +271,10 @@ class Driver:
 
     async def run(self) -> None:
         """Declare the datasource, then handle its request stream until :meth:`stop`."""
-        if self._handler is None:
-            raise ValueError("The driver has no handler: decorate one with @driver.handler.")
+        if self._handler is None and self._pipeline is None:
+            raise ValueError(
+                "The driver has no handler: decorate one with @driver.handler or @driver.pipeline."
+            )
         if not self.url or not (self.token or self.token_file) or not self.dsid:
             raise ValueError("The driver needs a store URL, a driver token and a datasource id.")
         if self.concurrency < 1:
@@ -290,6 +302,8 @@ class Driver:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
                 await stream.close()
+                if self._pipeline is not None:
+                    await self._pipeline.close()
                 await self._drain()
                 self.ready.clear()
                 self._client = None
@@ -313,7 +327,11 @@ class Driver:
                 await self._room.wait()
             self._pending.add(entry.seq)
             self._max_seen = max(self._max_seen, entry.seq)
-            if entry.type == "cancel":
+            if self._pipeline is not None:
+                self._spawn(self._pipeline.entry(entry))
+            elif entry.type in ("stop", "start"):
+                self._done(entry.seq)  # for long-running jobs: a pipeline driver's business
+            elif entry.type == "cancel":
                 self._spawn(self._cancel(entry))
             elif entry.job in self._running:
                 self._done(entry.seq)  # the same job is already running here
@@ -329,7 +347,8 @@ class Driver:
     def _done(self, seq: int) -> None:
         """Entry ``seq`` is fully handled: advance the resume mark if it can."""
         self._pending.discard(seq)
-        mark = min(self._pending) - 1 if self._pending else self._max_seen
+        held = self._pending.union(self._anchors.values())
+        mark = min(held) - 1 if held else self._max_seen
         if mark > self._after:
             self._after = mark
             save_state(self._state_path(), mark)
