@@ -51,7 +51,10 @@ from jobqueue_store.models import JobRecord, Status
 __all__ = ["VERBS", "register", "run"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-VERBS = frozenset({"datasource", "submit", "status", "cancel", "jobs", "watch", "run-driver"})
+VERBS = frozenset(
+    {"datasource", "submit", "status", "cancel", "jobs", "watch", "run-driver"}
+    | {"update", "stop", "start", "revisions"}
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -161,6 +164,8 @@ def register(commands: Any) -> None:
         help="never give up on an unreachable store: retry with backoff, printing one line per "
         "failed attempt (without it, watch gives up after --retries failed attempts in a row)",
     )
+
+    _register_pipeline_verbs(commands, common)
 
     run_driver = commands.add_parser(
         "run-driver",
@@ -281,12 +286,42 @@ def _read_json(value: str, what: str) -> Any:
         raise UsageError(f"{what} is not valid JSON: {exc}") from None
 
 
+def _register_pipeline_verbs(commands: Any, common: argparse.ArgumentParser) -> None:
+    """``update``, ``stop``, ``start`` and ``revisions``: long-running jobs."""
+    update = commands.add_parser(
+        "update", parents=[common], help="update a job's request: its next revision"
+    )
+    update.add_argument("dsid", help="the datasource")
+    update.add_argument("job", help="the job")
+    update.add_argument("request", help="the new request: JSON, @file or - (standard input)")
+    update.add_argument(
+        "--rollback",
+        action="store_true",
+        help="if the driver reports this revision failed, go back to the last one that ran",
+    )
+    for verb, what in (("stop", "stop a long-running job"), ("start", "start it again")):
+        parser = commands.add_parser(verb, parents=[common], help=what)
+        parser.add_argument("dsid", help="the datasource")
+        parser.add_argument("job", help="the job")
+    revisions = commands.add_parser(
+        "revisions", parents=[common], help="list a job's revisions, oldest first"
+    )
+    revisions.add_argument("dsid", help="the datasource")
+    revisions.add_argument("job", help="the job")
+
+
 def _print_json(value: Any, out: TextIO | None = None) -> None:
     print(codec.dumps_str(value), file=out or sys.stdout, flush=True)
 
 
 def _describe(record: JobRecord) -> str:
     line = f"{record.job}  {record.status.value}"
+    if record.revision or record.status in (Status.RUNNING, Status.STOPPED):
+        line = f"{record.job}  r{record.revision}  {record.status.value}"
+        if record.rollback_of is not None:
+            line += f" (rollback of r{record.rollback_of})"
+        if record.desired_state == "stopped" and record.status is not Status.STOPPED:
+            line += " (stop requested)"
     if record.cancel_requested and not record.terminal:
         line += " (cancel requested)"
     if record.progress is not None and not record.terminal:
@@ -366,6 +401,41 @@ async def _cancel(args: argparse.Namespace) -> int:
     async with JobClient(args.url, args.token, **_connect_kwargs(args)) as client:
         _show(args, await client.cancel(args.dsid, args.job))
         return EXIT_OK
+
+
+async def _update(args: argparse.Namespace) -> int:
+    request = _read_json(args.request, "the request")
+    async with JobClient(args.url, args.token, **_connect_kwargs(args)) as client:
+        _show(args, await client.update(args.dsid, args.job, request, rollback=args.rollback))
+        return EXIT_OK
+
+
+async def _stop(args: argparse.Namespace) -> int:
+    async with JobClient(args.url, args.token, **_connect_kwargs(args)) as client:
+        _show(args, await client.stop(args.dsid, args.job))
+        return EXIT_OK
+
+
+async def _start(args: argparse.Namespace) -> int:
+    async with JobClient(args.url, args.token, **_connect_kwargs(args)) as client:
+        _show(args, await client.start(args.dsid, args.job))
+        return EXIT_OK
+
+
+async def _revisions(args: argparse.Namespace) -> int:
+    async with JobClient(args.url, args.token, **_connect_kwargs(args)) as client:
+        revisions = await client.revisions(args.dsid, args.job)
+    if args.json:
+        _print_json({"revisions": revisions})
+        return EXIT_OK
+    for rev in revisions:
+        line = f"{rev['revision']:>3}  {rev['status']:<10} {codec.dumps_str(rev['request'])}"
+        if rev.get("rollback_of") is not None:
+            line += f"  (rollback of r{rev['rollback_of']})"
+        if rev.get("error"):
+            line += f"\n     error: {rev['error']}"
+        print(line)
+    return EXIT_OK
 
 
 async def _jobs(args: argparse.Namespace) -> int:
@@ -559,4 +629,8 @@ VERB_FUNCTIONS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int
     "cancel": _cancel,
     "jobs": _jobs,
     "watch": _watch,
+    "update": _update,
+    "stop": _stop,
+    "start": _start,
+    "revisions": _revisions,
 }
