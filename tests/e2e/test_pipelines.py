@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from jobqueue_store.client import JobClient
+from jobqueue_store.client import JobClient, SyncJobClient
 from jobqueue_store.driver import Driver
 from jobqueue_store.models import JobRecord
 from jobqueue_store.pipelines import PipelineJob
@@ -167,3 +167,55 @@ async def test_pipeline_updates_rollback_stop_start_and_a_store_crash(
 async def _stop(store: StoreProcess) -> None:
     if store.proc is not None and store.proc.returncode is None:
         await store.stop()
+
+
+async def test_a_restarted_pipeline_driver_runs_the_live_jobs_again(tmp_path: Path) -> None:
+    """A live job stays below the resume mark: a new driver process (same state file) restarts
+    its current revision; a finished one is not run again."""
+    async with AsyncExitStack() as stack:
+        data = tmp_path / "data"
+        cli("key", "rotate", data_dir=data)
+        app_token = cli("token", "--role", "client", "--client", "app", data_dir=data)
+        driver_token = cli("token", "--role", "driver", data_dir=data)
+        store = StoreProcess(data)
+        await store.start()
+        stack.push_async_callback(lambda: _stop(store))
+        client = await stack.enter_async_context(JobClient(store.url, app_token))
+        state = tmp_path / "state.json"
+
+        first = Watcher()
+        driver = Driver(store.url, driver_token, DSID, state_file=state)
+        driver.pipeline(first.handler)
+        async with running(driver):
+            await client.submit(DSID, {"v": 0}, job="live")
+            await client.submit(DSID, {"v": 0}, job="done")
+            await until(client, "live", runs(0), "live runs")
+            await until(client, "done", runs(0), "done runs")
+            await client.update(DSID, "live", {"v": 1})
+            await until(client, "live", runs(1), "live r1 runs")
+            await client.cancel(DSID, "done")
+            await until(client, "done", lambda r: r.terminal, "done is cancelled")
+
+        again = Watcher()
+        driver = Driver(store.url, driver_token, DSID, state_file=state)
+        driver.pipeline(again.handler)
+        async with running(driver):
+            await until(client, "live", lambda r: runs(1)(r) and bool(again.running), "again")
+            started = [(kind, rev) for kind, rev, _ in again.log if kind == "start"]
+        assert started == [("start", 1)]
+        assert (await client.status(DSID, "done")).status.value == "cancelled"
+
+        def blocking() -> tuple[JobRecord, JobRecord, JobRecord, list[dict[str, Any]]]:
+            with SyncJobClient(store.url, app_token) as sync:
+                updated = sync.update(DSID, "done", {"v": 9}, rollback=True)
+                stopped = sync.stop(DSID, "done")
+                started = sync.start(DSID, "done")
+                return updated, stopped, started, sync.revisions(DSID, "done")
+
+        updated, stopped, restarted, revisions = await asyncio.to_thread(blocking)
+        assert (updated.revision, updated.status.value, updated.rollback) == (1, "submitted", True)
+        assert stopped.desired_state == "stopped" and restarted.desired_state == "running"
+        assert [(r["revision"], r["status"]) for r in revisions] == [
+            (0, "cancelled"),
+            (1, "submitted"),
+        ]
