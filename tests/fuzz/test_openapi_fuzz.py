@@ -68,6 +68,10 @@ OPERATIONS = [
     "takeWorkerSlot",
     "releaseWorkerSlot",
     "renewWorkerSlot",
+    "updateJob",
+    "stopJob",
+    "startJob",
+    "jobRevisions",
 ]
 
 SEEDED = "ds1"
@@ -83,6 +87,8 @@ SEEDED_JOBS = [
     "j-forbidden",
     "j-failed",
     "j-cancel-requested",
+    "j-running",
+    "j-stopped",
 ]
 MAX_WAIT = 0.5
 """The store's ``?wait=`` limit here, and what generated waits are clamped to: never a long hang."""
