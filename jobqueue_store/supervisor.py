@@ -126,9 +126,11 @@ class Supervisor:
                     os.close(pipe)
                     self._procs.pop(slot, None)
                 lived = loop.time() - started
-            self._codes[slot] = code
             if self._stopping.is_set():
+                # A child still starting up when told to stop dies of the signal itself.
+                self._codes[slot] = 0 if code == -signal.SIGTERM else code
                 return
+            self._codes[slot] = code
             if lived >= STABLE_AFTER:
                 backoff = self.min_backoff
             log.warning(

@@ -111,8 +111,16 @@ class StoreRequestHandler(RequestHandler):
                 )
             )
             return
+        self._stop_idle_timer()  # the header timeout governs the first request
         self._jq_header_deadline = self._loop.time() + self._jq_limits.header_timeout
         self._arm(self._jq_header_deadline)
+
+    def _stop_idle_timer(self) -> None:
+        """Cancel aiohttp's keep-alive timer: a request is coming, under the header timeout.
+        aiohttp arms it again after the response."""
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+            self._keepalive_handle = None
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """Stop the watchdog with the connection."""
@@ -131,6 +139,7 @@ class StoreRequestHandler(RequestHandler):
             self._jq_body = None
             if not self._jq_partial:  # the first byte of a request
                 self._jq_partial = True
+                self._stop_idle_timer()
                 self._jq_line_length = 0
                 self._jq_line_done = False
                 if self._jq_header_deadline is None:
