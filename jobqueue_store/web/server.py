@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any
 
 from aiohttp import web
@@ -47,6 +48,9 @@ from jobqueue_store.errors import (
 from jobqueue_store.web.responses import error_body, error_response, json_response
 
 log = logging.getLogger("jobqueue_store.http")
+
+CLOSE_BATCH = 32
+"""Timed-out connections closed per event loop iteration."""
 
 DRAIN_GRACE = 0.5
 """Seconds a connection idle when shutdown starts is kept open for a request already sent."""
@@ -207,15 +211,18 @@ class StoreRequestHandler(RequestHandler):
         log.debug("closing a connection whose request headers did not arrive in time")
         if self._request_in_progress or self._messages:
             self.close()  # answer what is being handled, then close
-        elif self._jq_partial:
-            self._write_and_close(
-                RequestTimeout(
-                    f"The request headers did not arrive within "
-                    f"{self._jq_limits.header_timeout:g} seconds; the connection is closed."
-                )
+            return
+        error = None
+        if self._jq_partial:
+            error = RequestTimeout(
+                f"The request headers did not arrive within "
+                f"{self._jq_limits.header_timeout:g} seconds; the connection is closed."
             )
+        manager = self._manager
+        if isinstance(manager, StoreServer):
+            manager.close_later(self, error)
         else:
-            self.force_close()
+            self._write_and_close(error)
 
     def _body_timeout(self, body: StreamReader) -> None:
         self._jq_body = None
@@ -235,8 +242,9 @@ class StoreRequestHandler(RequestHandler):
             )
         )
 
-    def _write_and_close(self, exc: StoreError) -> None:
-        if self.transport is not None:
+    def _write_and_close(self, exc: StoreError | None) -> None:
+        """Send the error reply to no request (if any), then close."""
+        if self.transport is not None and exc is not None:
             self.transport.write(raw_error(exc))
         self.force_close()
 
@@ -334,6 +342,8 @@ class StoreServer(Server):
         self.limits = limits
         self.max_connections = max_connections
         self.refused_count = 0
+        self._closing: deque[tuple[StoreRequestHandler, StoreError | None]] = deque()
+        self._closer: asyncio.Handle | None = None
 
     @property
     def open_count(self) -> int:
@@ -349,6 +359,20 @@ class StoreServer(Server):
                 self.max_connections,
             )
         self.refused_count += 1
+
+    def close_later(self, connection: StoreRequestHandler, error: StoreError | None) -> None:
+        """Close a timed-out ``connection`` (after sending ``error``) soon. Thousands of
+        connections opened together time out together: they are closed :data:`CLOSE_BATCH` per
+        loop iteration, so that requests being served are not held up behind them."""
+        self._closing.append((connection, error))
+        if self._closer is None:
+            self._closer = self._loop.call_soon(self._close_some)
+
+    def _close_some(self) -> None:
+        for _ in range(min(CLOSE_BATCH, len(self._closing))):
+            connection, error = self._closing.popleft()
+            connection._write_and_close(error)
+        self._closer = self._loop.call_soon(self._close_some) if self._closing else None
 
     def __call__(self) -> StoreRequestHandler:
         return StoreRequestHandler(self, loop=self._loop, limits=self.limits, **self._kwargs)
