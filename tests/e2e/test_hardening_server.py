@@ -428,11 +428,15 @@ async def test_json_log_format_without_uvloop(tmp_path: Path) -> None:
     )
     env = {"PYTHONPATH": f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     async with served(
-        tmp_path / "d", "--log-format", "json", "--log-level", "INFO", env=env
+        tmp_path / "d", "--log-format", "json", "--log-level", "INFO", "--access-log", "on", env=env
     ) as store:
         raw, _ = await exchange(store.port, b"GET /" + b"u" * 9000 + b" HTTP/1.1\r\n\r\n")
         assert_json_error(raw, 414, "too_large")
+        long_query = b"GET /healthz?q=" + b"q" * 8000 + b" HTTP/1.1\r\nHost: s\r\n"
+        raw, _ = await exchange(store.port, long_query + b"Connection: close\r\n\r\n")
+        assert split_response(raw)[0] == 200
         await store.wait_for_lines("refused a malformed request", 1)
+        await store.wait_for_lines('"path":"/healthz', 1)
         assert await store.stop() == 0
     records = [orjson.loads(line) for line in store.lines if line.startswith("{")]
     logged = [r for r in records if "logger" in r]
@@ -440,6 +444,11 @@ async def test_json_log_format_without_uvloop(tmp_path: Path) -> None:
     refused = [r for r in logged if "refused a malformed request" in r["message"]]
     assert len(refused) == 1 and refused[0]["level"] == "INFO"
     assert any(r["message"] == "shutting down" for r in logged)
+    access_lines = [r for r in logged if r["logger"] == "jobqueue_store.access"]
+    (access,) = [r for r in access_lines if r["path"].startswith("/healthz")]
+    assert access["status"] == 200 and access["method"] == "GET"
+    assert access["path"].startswith("/healthz?q=qqq") and len(access["path"]) < 600
+    assert all(len(line) < 2500 for line in store.lines)  # every line bounded
     assert "uvloop" not in "".join(store.lines)
 
 
