@@ -119,6 +119,9 @@ class Supervisor:
                 lived = 0.0
             else:
                 self._procs[slot] = proc
+                if self._stopping.is_set():  # terminate() came while it was starting
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(signal.SIGTERM)
                 started = loop.time()
                 try:
                     code = await proc.wait()  # reaps it
