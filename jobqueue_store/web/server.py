@@ -49,6 +49,13 @@ from jobqueue_store.web.responses import error_body, error_response, json_respon
 
 log = logging.getLogger("jobqueue_store.http")
 
+LINGER = 0.5
+"""Seconds a connection answered with an error before any request keeps reading (and
+discarding) its input before it is closed."""
+
+MAX_LINGERING = 1024
+"""Connections lingering at once; beyond, they are closed at once."""
+
 CLOSE_BATCH = 32
 """Timed-out connections closed per event loop iteration."""
 
@@ -83,6 +90,7 @@ class StoreRequestHandler(RequestHandler):
         "_jq_limits",
         "_jq_line_done",
         "_jq_line_length",
+        "_jq_lingering",
         "_jq_partial",
         "_jq_timer",
     )
@@ -99,6 +107,7 @@ class StoreRequestHandler(RequestHandler):
         self._jq_body_deadline = 0.0
         self._jq_close_after = False
         self._jq_draining = False
+        self._jq_lingering = False
 
     # -- connection life -------------------------------------------------------------------
 
@@ -131,6 +140,9 @@ class StoreRequestHandler(RequestHandler):
         if self._jq_timer is not None:
             self._jq_timer.cancel()
             self._jq_timer = None
+        if self._jq_lingering and isinstance(self._manager, StoreServer):
+            self._jq_lingering = False
+            self._manager.lingering -= 1
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -243,10 +255,32 @@ class StoreRequestHandler(RequestHandler):
         )
 
     def _write_and_close(self, exc: StoreError | None) -> None:
-        """Send the error reply to no request (if any), then close."""
-        if self.transport is not None and exc is not None:
-            self.transport.write(raw_error(exc))
-        self.force_close()
+        """Send the error reply to no request (if any), then close.
+
+        The peer may be sending a request right now: closing a socket with unread input resets
+        the connection, and the peer would see the reset rather than the reply. So after a reply
+        the store stops sending (FIN), discards what comes for :data:`LINGER` seconds, then
+        closes; a bounded number of connections linger at once, the rest close at once."""
+        transport = self.transport
+        if transport is None:
+            return
+        manager = self._manager
+        if (
+            exc is None
+            or not isinstance(manager, StoreServer)
+            or manager.lingering >= MAX_LINGERING
+            or not transport.can_write_eof()
+        ):
+            if exc is not None:
+                transport.write(raw_error(exc))
+            self.force_close()
+            return
+        transport.write(raw_error(exc))
+        transport.write_eof()
+        self._close = True  # input is discarded from now on
+        self._jq_lingering = True
+        manager.lingering += 1
+        self._loop.call_later(LINGER, self.force_close)
 
     # -- answers ---------------------------------------------------------------------------
 
@@ -342,6 +376,8 @@ class StoreServer(Server):
         self.limits = limits
         self.max_connections = max_connections
         self.refused_count = 0
+        self.lingering = 0
+        """Connections answered with an error, waiting to be closed."""
         self._closing: deque[tuple[StoreRequestHandler, StoreError | None]] = deque()
         self._closer: asyncio.Handle | None = None
 
