@@ -292,7 +292,9 @@ async def test_a_kept_alive_connection_idle_is_closed_by_the_keepalive_timeout(
         writer.close()
 
 
-async def test_websockets_outlive_the_connection_timeouts(tmp_path: Path) -> None:
+async def test_websockets_outlive_the_connection_timeouts_and_close_with_1001(
+    tmp_path: Path,
+) -> None:
     async with served(tmp_path / "d", *SHORT) as store:
         driver, client = store.token("driver"), store.token("client", "app")
         async with aiohttp.ClientSession() as session:
@@ -318,6 +320,12 @@ async def test_websockets_outlive_the_connection_timeouts(tmp_path: Path) -> Non
                     assert msg.type is aiohttp.WSMsgType.TEXT, msg
                     if b"j1" in msg.data.encode():
                         break
+                # SIGTERM drains the HTTP connections and closes the websocket with 1001.
+                assert store.proc is not None
+                store.proc.send_signal(signal.SIGTERM)
+                msg = await asyncio.wait_for(ws.receive(), 10)
+                assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1001, msg
+        assert await store.stop() == 0
 
 
 async def test_connections_beyond_the_cap_get_503(tmp_path: Path) -> None:
