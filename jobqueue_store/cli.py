@@ -187,6 +187,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
         keepalive_timeout=float(args.keepalive_timeout),
         max_open_connections=int(args.max_open_connections),
     )
+    for option, value in (
+        ("header-timeout", limits.header_timeout),
+        ("body-timeout", limits.body_timeout),
+        ("body-min-rate", limits.body_min_rate),
+        ("keepalive-timeout", limits.keepalive_timeout),
+        ("max-open-connections", limits.max_open_connections),
+    ):
+        if not value > 0:
+            raise ValueError(f"--{option} must be a positive number, not {value:g}")
     return Settings(
         host=args.host,
         port=int(args.port),

@@ -692,3 +692,23 @@ def test_run_leaves_no_import_error_behind(monkeypatch: pytest.MonkeyPatch) -> N
 
     assert _run(main()) == 3
     assert seen == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("flags", "sentence"),
+    [
+        (("--header-timeout", "0"), "--header-timeout must be a positive number"),
+        (("--body-min-rate", "-5"), "--body-min-rate must be a positive number"),
+        (("--log-format", "xml"), "--log-format must be one of text, json"),
+    ],
+)
+def test_bad_server_settings_are_refused_with_a_sentence(
+    tmp_path: Path, flags: tuple[str, str], sentence: str
+) -> None:
+    out = subprocess.run(
+        [*COMMAND, "serve", "--data-dir", str(tmp_path), *flags],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2 and sentence in out.stderr, out.stderr
