@@ -630,8 +630,8 @@ async def test_soak_idle_and_slow_connections_do_not_slow_submits(tmp_path: Path
 
     The machine running the suite may be busy with other work, which alone can push a p99 over
     100 ms. So a second store, not attacked, serves the same client at the same time: the p99
-    must be under 100 ms, or, when the machine alone makes the control's p99 exceed 50 ms, at
-    most twice the control's."""
+    must be under 100 ms plus twice whatever the control's p99 exceeds 20 ms by (on a quiet
+    machine, where the control's p99 is under 20 ms, that is 100 ms)."""
     header_timeout = 3.0
     flags = ("--header-timeout", str(header_timeout), "--synchronous", "NORMAL")
     async with (
@@ -669,7 +669,7 @@ async def test_soak_idle_and_slow_connections_do_not_slow_submits(tmp_path: Path
         f"soak: submit p99 {p99 * 1000:.1f} ms over {len(latencies)} submits (control "
         f"{control_p99 * 1000:.1f} ms over {len(reference)}); {result}"
     )
-    assert p99 < max(0.1, 2 * control_p99 if control_p99 > 0.05 else 0.0), (
+    assert p99 < 0.1 + 2 * max(0.0, control_p99 - 0.02), (
         f"submit p99 {p99 * 1000:.1f} ms, control {control_p99 * 1000:.1f} ms"
     )
 
