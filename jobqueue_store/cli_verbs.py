@@ -523,8 +523,18 @@ async def _watch(args: argparse.Namespace) -> int:
                     version = note.record.version
                 watcher.show(note.seq, note.record, note.to_wire())
                 if args.job is not None and note.record.terminal:
+                    if await _rolled_back(client, note.record):
+                        continue  # the failed revision's rollback follows: keep watching
                     return _outcome(note.record)
     return EXIT_OK
+
+
+async def _rolled_back(client: JobClient, record: JobRecord) -> bool:
+    """Whether ``record`` (terminal) is a failed revision that the store rolled back: the
+    rollback is written with the failure, so the job is already at a later revision."""
+    if record.status is not Status.FAILED or not record.rollback:
+        return False
+    return (await client.status(record.datasource_id, record.job)).revision > record.revision
 
 
 async def _status_forever(client: JobClient, args: argparse.Namespace) -> JobRecord:

@@ -53,11 +53,18 @@ def test_counter_pipeline_walkthrough(
                              stderr=subprocess.STDOUT, text=True, cwd=ROOT)  # fmt: skip
     assert watch.stdout is not None
     output = _Output(watch.stdout)
+    one: subprocess.Popen[str] | None = None
     try:
         done = jq("submit", DSID, '{"start": 0, "step": 1, "every": 0.05}', "--job", "c1", *conn)
         assert done.returncode == 0, done.stderr
         _until(conn, "c1", 0, "running")
         output.wait_for("c1  r0  running")
+        # watching the one job: its failed revision is rolled back, so watch goes on
+        one = subprocess.Popen([COMMAND, "watch", DSID, "c1", *conn], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, cwd=ROOT)  # fmt: skip
+        assert one.stdout is not None
+        one_output = _Output(one.stdout)
+        one_output.wait_for("c1  r0  running")
 
         done = jq("update", DSID, "c1", '{"start": 100, "step": 10, "every": 0.05}', *conn)
         assert done.returncode == 0, done.stderr
@@ -70,6 +77,9 @@ def test_counter_pipeline_walkthrough(
         assert record["rollback_of"] == 2
         assert record["request"] == {"start": 100, "step": 10, "every": 0.05}
         output.wait_for("c1  r3  running (rollback of r2)")
+        one_output.wait_for("c1  r3  running (rollback of r2)")
+        assert "c1  r2  failed" in one_output.text()
+        assert one.poll() is None
 
         done = jq("stop", DSID, "c1", *conn)
         assert done.returncode == 0, done.stderr
@@ -102,5 +112,7 @@ def test_counter_pipeline_walkthrough(
         assert refused.returncode == 1
         assert "1 is not of type 'object'" in refused.stderr
     finally:
-        watch.terminate()
-        watch.wait(timeout=10)
+        for proc in (watch, one):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=10)
