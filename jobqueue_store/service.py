@@ -165,7 +165,19 @@ class JobService:
         client = principal.client if principal.role is Role.CLIENT else None
         if client is not None:
             self.quotas.check_submit(client)
+            await self._check_reopen(dsid, job, client)
         return await self.store.revise(dsid, job, client, request, rollback)
+
+    async def _check_reopen(self, dsid: str, job: str, client: str) -> None:
+        """An update that reopens a finished job counts against the unfinished-jobs quota."""
+        if self.quotas.max_unfinished_jobs <= 0:
+            return
+        record = await self.store.get_job(dsid, job)
+        if record is None or not record.terminal or record.client != client:
+            return  # the store answers: 404, 403, or a live job that stays one
+        unfinished = await self.store.count_unfinished(dsid, client)
+        if unfinished >= self.quotas.max_unfinished_jobs:
+            self.quotas.check_unfinished(client, dsid, unfinished)
 
     async def set_desired(
         self, principal: Principal, dsid: str, job: str, state: DesiredState

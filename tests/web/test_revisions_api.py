@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.web.conftest import Api
+from jobqueue_store.config import Limits
+from tests.web.conftest import Api, AppFactory
+from tests.web.test_limits import _api_with
 from tests.web.test_ws import connect, receive, receive_n
 
 
@@ -218,3 +220,18 @@ async def test_openapi_lists_the_operations(api: Api) -> None:
     for path in ("/{dsid}/job/{job}/stop", "/{dsid}/job/{job}/start"):
         assert "post" in doc["paths"][path]
     assert "get" in doc["paths"]["/{dsid}/job/{job}/revisions"]
+
+
+async def test_reopening_counts_against_the_unfinished_jobs_quota(make_api: AppFactory) -> None:
+    api = await _api_with(make_api, Limits(max_unfinished_jobs=1))
+    tok, driver = api.token(), api.token("driver")
+    await api.call("POST", "/ds1/job/", tok, {"job": "a", "request": 1}, expect=201)
+    await api.call("POST", "/jobs/ds1/job/a/", driver, {"status": "complete"}, expect=200)
+    await api.call("POST", "/ds1/job/", tok, {"job": "b", "request": 1}, expect=201)
+    err = await api.call("PUT", "/ds1/job/a", tok, {"request": 2}, expect=429)
+    assert "unfinished" in err["error"]
+    # updating a live job adds no unfinished job
+    await api.call("PUT", "/ds1/job/b", tok, {"request": 2}, expect=202)
+    await api.call("POST", "/jobs/ds1/job/b/", driver, {"status": "failed"}, expect=200)
+    body = await api.call("PUT", "/ds1/job/a", tok, {"request": 2}, expect=202)
+    assert body["status"] == "submitted" and body["revision"] == 1
