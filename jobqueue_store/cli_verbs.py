@@ -1,13 +1,16 @@
 """The client and driver verbs of ``jobqueue-store``, beside ``serve``, ``token`` and ``key``.
 
     datasource put DSID [--description TEXT] [--schema JSON|@FILE]   declare a datasource (driver)
+        [--dispatch stream|lease] [--lease-seconds N] [--max-attempts N]
+        [--job-timeout SECONDS] [--cancel-grace SECONDS]
     datasource list                                                   the datasources you may use
-    submit DSID REQUEST [--job ID] [--wait [SECONDS]]                 submit a job (client)
+    submit DSID REQUEST [--job ID] [--wait [SECONDS]] [--timeout S]   submit a job (client)
     status DSID JOB [--wait [SECONDS]]                                a job's status record
     cancel DSID JOB                                                   ask for a job to be cancelled
     jobs DSID [--status S] [--limit N]                                your jobs, newest first
     watch DSID [JOB] [--after SEQ]                                    follow live (progress bar)
     run-driver MODULE:ATTR [--dsid DSID] [--state-file PATH]          run a Driver object
+        [--worker NAME] [--standby] [--concurrency N]
 
 ``REQUEST`` and ``--schema`` are JSON text, ``@path`` to read a file, or ``-`` for standard input.
 Every verb takes ``--url`` and ``--token`` (defaults: ``JOBQUEUE_STORE_URL``, else
@@ -36,7 +39,7 @@ from typing import Any, TextIO
 
 from jobqueue_store import codec
 from jobqueue_store.client import DriverClient, JobClient, Notification
-from jobqueue_store.errors import StoreError
+from jobqueue_store.errors import SlotTaken, StoreError
 from jobqueue_store.models import JobRecord, Status
 
 __all__ = ["VERBS", "register", "run"]
@@ -101,6 +104,44 @@ def register(commands: Any) -> None:
     put.add_argument("dsid")
     put.add_argument("--description", default="", help="what the datasource does")
     put.add_argument("--schema", default=None, help="request JSON Schema: JSON, @file or -")
+    put.add_argument(
+        "--dispatch",
+        choices=["stream", "lease"],
+        default=None,
+        help="stream: one driver follows the request stream (the default); lease: any number of "
+        "drivers claim jobs, each job held by one of them under a lease",
+    )
+    put.add_argument(
+        "--lease-seconds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="1-3600 (default 30): how long a job's lease (lease dispatch) or the worker slot "
+        "(stream dispatch) holds without a heartbeat; a crashed worker's jobs come back after it",
+    )
+    put.add_argument(
+        "--max-attempts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="1-100 (default 5, lease dispatch): claims of one job before it ends failed",
+    )
+    put.add_argument(
+        "--job-timeout",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="default deadline of the datasource's jobs: the store asks for a job's cancellation "
+        "if it has not ended this long after its submit (default: none)",
+    )
+    put.add_argument(
+        "--cancel-grace",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between a deadline's cancel request and the store ending the job "
+        "cancelled (default 10)",
+    )
     actions.add_parser("list", parents=[common], help="the datasources this token may use")
 
     submit = commands.add_parser("submit", parents=[common], help="submit a job")
@@ -108,6 +149,14 @@ def register(commands: Any) -> None:
     submit.add_argument("request", help="the job's request: JSON, @file or - (standard input)")
     submit.add_argument("--job", default=None, help="the job id (default: a new GUID)")
     _wait_option(submit, "before printing its record")
+    submit.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="deadline (1-86400): the store asks for the job's cancellation if it has not ended "
+        "SECONDS after the submit, and ends it cancelled after the datasource's grace",
+    )
 
     status = commands.add_parser("status", parents=[common], help="print a job's status record")
     status.add_argument("dsid")
@@ -138,9 +187,32 @@ def register(commands: Any) -> None:
     run_driver.add_argument(
         "target", help="module (dotted name or .py file) and the Driver's name, 'module:driver'"
     )
-    run_driver.add_argument("--dsid", default=os.environ.get("JOBQUEUE_STORE_DSID"))
-    run_driver.add_argument("--state-file", default=None, help="where the resume mark is kept")
-    run_driver.add_argument("--concurrency", type=int, default=None)
+    run_driver.add_argument(
+        "--dsid",
+        default=os.environ.get("JOBQUEUE_STORE_DSID"),
+        help="the datasource (env JOBQUEUE_STORE_DSID)",
+    )
+    run_driver.add_argument(
+        "--state-file",
+        default=None,
+        help="where the resume mark of a stream datasource is kept locally (the store keeps it "
+        "too, with the worker slot)",
+    )
+    run_driver.add_argument(
+        "--concurrency", type=int, default=None, help="jobs run at once by this process"
+    )
+    run_driver.add_argument(
+        "--worker",
+        default=os.environ.get("JOBQUEUE_STORE_WORKER"),
+        help="this worker's name, shown in the catalogue and in the error of a job whose lease "
+        "ran out (env JOBQUEUE_STORE_WORKER; default: host name and pid)",
+    )
+    run_driver.add_argument(
+        "--standby",
+        action="store_true",
+        help="on a stream datasource whose worker slot another driver holds: wait, and take "
+        "over when its slot lapses (without it, such a driver exits with an error)",
+    )
     run_driver.add_argument("--log-level", default="INFO")
 
 
@@ -235,7 +307,16 @@ async def _datasource(args: argparse.Namespace) -> int:
                 print(f"{ds['datasource_id']}  {ds.get('description', '')}")
             return EXIT_OK
         schema = _read_json(args.schema, "--schema") if args.schema is not None else None
-        stored = await client.put_datasource(args.dsid, args.description, schema)
+        stored = await client.put_datasource(
+            args.dsid,
+            args.description,
+            schema,
+            dispatch=args.dispatch,
+            lease_seconds=args.lease_seconds,
+            max_attempts=args.max_attempts,
+            job_timeout=args.job_timeout,
+            cancel_grace=args.cancel_grace,
+        )
         if args.json:
             _print_json(stored)
         else:
@@ -246,7 +327,7 @@ async def _datasource(args: argparse.Namespace) -> int:
 async def _submit(args: argparse.Namespace) -> int:
     request = _read_json(args.request, "the request")
     async with JobClient(args.url, args.token, retries=args.retries) as client:
-        record = await client.submit(args.dsid, request, args.job)
+        record = await client.submit(args.dsid, request, args.job, timeout=args.timeout)
         if args.wait is not None:
             record = await _wait(client, args, args.dsid, record.job)
             _show(args, record)
@@ -396,6 +477,8 @@ def _run_driver(args: argparse.Namespace) -> int:
         dsid=args.dsid,
         state_file=args.state_file,
         concurrency=args.concurrency,
+        worker=args.worker,
+        standby=True if args.standby else None,
     )
     if not driver.token:
         raise UsageError("a driver token is needed: pass --token or set JOBQUEUE_STORE_TOKEN")
@@ -405,6 +488,14 @@ def _run_driver(args: argparse.Namespace) -> int:
         driver.run_forever()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    except SlotTaken as exc:
+        print(
+            f"jobqueue-store run-driver: {exc.message} A stream datasource has one driver at a "
+            "time; start this one with --standby to take over when the other stops, or declare "
+            "the datasource with --dispatch lease to run several drivers side by side.",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     return EXIT_OK
 
 
