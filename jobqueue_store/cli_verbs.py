@@ -151,7 +151,7 @@ def register(commands: Any) -> None:
     _wait_option(submit, "before printing its record")
     submit.add_argument(
         "--timeout",
-        type=float,
+        type=int,
         default=None,
         metavar="SECONDS",
         help="deadline (1-86400): the store asks for the job's cancellation if it has not ended "
@@ -304,7 +304,7 @@ async def _datasource(args: argparse.Namespace) -> int:
             if args.json:
                 _print_json({"datasources": datasources})
             for ds in [] if args.json else datasources:
-                print(f"{ds['datasource_id']}  {ds.get('description', '')}")
+                print(f"{ds['datasource_id']}  {ds.get('description', '')}{_workers(ds)}")
             return EXIT_OK
         schema = _read_json(args.schema, "--schema") if args.schema is not None else None
         stored = await client.put_datasource(
@@ -322,6 +322,15 @@ async def _datasource(args: argparse.Namespace) -> int:
         else:
             print(f"datasource {stored['datasource_id']} declared")
         return EXIT_OK
+
+
+def _workers(ds: dict[str, Any]) -> str:
+    """``  [lease; workers: w1, w2]`` for a catalogue entry (nothing for a plain stream one)."""
+    parts = [ds["dispatch"]] if ds.get("dispatch") not in (None, "stream") else []
+    names = [str(w.get("worker")) for w in ds.get("workers") or [] if isinstance(w, dict)]
+    if names:
+        parts.append("workers: " + ", ".join(names))
+    return f"  [{'; '.join(parts)}]" if parts else ""
 
 
 async def _submit(args: argparse.Namespace) -> int:

@@ -558,13 +558,13 @@ class JobClient(_Http):
         job: str | None = None,
         *,
         wait: float | None = None,
-        timeout: float | None = None,
+        timeout: int | None = None,
     ) -> JobRecord:
         """Submit a job (a GUID is generated when ``job`` is None) and return its record.
 
         Retried safely on transient failures: the store answers a repeat with the same record.
         With ``wait`` (0 < s <= 60), the store replies once the job is terminal or the wait ends.
-        With ``timeout`` (1-86400 s), the store asks for the job's cancellation if it has not
+        With ``timeout`` (1-86400 whole seconds), the store asks for the job's cancellation if it has not
         ended that long after the submit, and ends it ``cancelled`` after the datasource's
         ``cancel_grace``.
         """
@@ -855,7 +855,7 @@ class SyncJobClient:
         job: str | None = None,
         *,
         wait: float | None = None,
-        timeout: float | None = None,
+        timeout: int | None = None,
     ) -> JobRecord:
         """See :meth:`JobClient.submit`."""
         return self._runner.run(self._client.submit(dsid, request, job, wait=wait, timeout=timeout))

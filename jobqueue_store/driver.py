@@ -627,8 +627,8 @@ class Driver:
             finished = True
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if not running.cancel_requested or task is None:
-                raise  # shutdown: the job runs again after a restart
+            if not running.cancel_requested or task is None or self._lost:
+                raise  # shutdown or a lost slot: the job runs again, here or elsewhere
             task.uncancel()
             await self._post_terminal(entry.job, "cancelled", error="cancelled by its client")
             finished = True
@@ -751,6 +751,8 @@ class Driver:
                 )
             )
             self._reported(job, status)
+        except _NotHeld:
+            return  # the worker slot was lost: nothing more is posted
         except Conflict as exc:
             log.info("job %s was already terminal: %s", job, exc.message)
         except StoreError as exc:
