@@ -267,6 +267,68 @@ def _paths() -> dict[str, Any]:
                 },
             },
         },
+        "/jobs/{dsid}/claim": {
+            "parameters": [DSID],
+            "post": {
+                "operationId": "claim",
+                "summary": "Claim jobs of a lease datasource (driver; long-poll with wait).",
+                "description": "Up to max jobs, oldest first, each now accepted under a new "
+                "lease. 409 conflict on a stream datasource.",
+                "requestBody": _body("claim"),
+                "responses": {
+                    "200": _ok("The claimed jobs (maybe none).", "claim_reply"),
+                    **_errors(400, 404, 409, 413, 415),
+                },
+            },
+        },
+        "/jobs/{dsid}/job/{job}/heartbeat": {
+            "parameters": [DSID, JOB],
+            "post": {
+                "operationId": "heartbeat",
+                "summary": "Renew a job's lease (driver): no event, version unchanged.",
+                "description": "409 lease_lost when the lease does not hold the job any more.",
+                "requestBody": _body("heartbeat"),
+                "responses": {
+                    "200": _ok("The record, with the renewed lease.", "status_record"),
+                    **_errors(400, 404, 409, 413, 415),
+                },
+            },
+        },
+        "/jobs/{dsid}/worker": {
+            "parameters": [DSID],
+            "post": {
+                "operationId": "takeWorkerSlot",
+                "summary": "Take a stream datasource's worker slot (driver).",
+                "description": "409 slot_taken while another worker holds it.",
+                "requestBody": _body("worker_take"),
+                "responses": {
+                    "200": _ok("The slot's lease and the stored resume point.", "worker_slot"),
+                    **_errors(400, 404, 409, 413, 415),
+                },
+            },
+            "delete": {
+                "operationId": "releaseWorkerSlot",
+                "summary": "Free the worker slot (driver); the resume point stays.",
+                "requestBody": _body("worker_release"),
+                "responses": {
+                    "204": {"description": "Freed."},
+                    **_errors(400, 404, 409, 413, 415),
+                },
+            },
+        },
+        "/jobs/{dsid}/worker/heartbeat": {
+            "parameters": [DSID],
+            "post": {
+                "operationId": "renewWorkerSlot",
+                "summary": "Renew the worker slot and store the resume point (driver).",
+                "description": "409 lease_lost when the slot lapsed or another worker took it.",
+                "requestBody": _body("worker_heartbeat"),
+                "responses": {
+                    "200": _ok("The slot's renewed lease.", "worker_slot"),
+                    **_errors(400, 404, 409, 413, 415),
+                },
+            },
+        },
         "/jobs/{dsid}/latest": {
             "parameters": [DSID],
             "get": {

@@ -15,8 +15,17 @@ from typing import Any
 from jobqueue_store import request_schema, validation
 from jobqueue_store.auth import Principal
 from jobqueue_store.errors import BadRequest, Forbidden, NotFound
-from jobqueue_store.hub import Hub, Subscription, job_channel
-from jobqueue_store.models import Datasource, Event, JobPage, JobRecord, Role, Status
+from jobqueue_store.hub import Hub, Subscription, job_channel, stream_channel
+from jobqueue_store.models import (
+    Datasource,
+    Event,
+    JobPage,
+    JobRecord,
+    Role,
+    SlotLease,
+    Status,
+    WorkerInfo,
+)
 from jobqueue_store.quota import Quotas
 from jobqueue_store.storage.base import Store
 
@@ -32,6 +41,23 @@ class Waited:
     def done(self) -> bool:
         """Whether the job is in a terminal status."""
         return self.record.terminal
+
+
+CLAIM_POLL_S = 1.0
+"""A waiting claim tries again at least this often (a job given back becomes claimable when its
+retry time passes, which no event announces)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueEntry:
+    """A datasource and its workers, as ``GET /cat`` shows it."""
+
+    datasource: Datasource
+    workers: list[WorkerInfo]
+
+    def to_wire(self) -> dict[str, Any]:
+        """The catalogue item: the datasource's wire form with its ``workers``."""
+        return {**self.datasource.to_wire(), "workers": [w.to_wire() for w in self.workers]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,16 +101,17 @@ class JobService:
         """``POST /<DSID>/job/``: a new job (``created``) or the record of an idempotent retry."""
         _require_role(principal, Role.CLIENT, Role.ADMIN)
         job, request, body_client = validation.job_submission(body)
+        timeout = validation.submit_timeout(body)
         client = self._submitting_client(principal, body_client)
         datasource = await self._datasource(dsid)
         self._request_validators.validate(datasource, request)
         self.quotas.check_submit(client)
         await self._check_unfinished(dsid, job, client)
         if wait is None:
-            record, created = await self.store.submit(dsid, job, client, request)
+            record, created = await self.store.submit(dsid, job, client, request, timeout)
             return Waited(record, created)
         with self._wait_subscription(dsid, job) as sub:
-            record, created = await self.store.submit(dsid, job, client, request)
+            record, created = await self.store.submit(dsid, job, client, request, timeout)
             return Waited(await self._wait_terminal(sub, record, wait), created)
 
     async def status(
@@ -128,14 +155,81 @@ class JobService:
         _require_role(principal, Role.DRIVER, Role.ADMIN)
         validation.datasource_id(dsid)
         description, schema = validation.datasource_body(body)
+        settings = validation.datasource_settings(body)
         if schema is not None:
             request_schema.check(schema)
-        return await self.store.put_datasource(Datasource(dsid, description, schema))
+        return await self.store.put_datasource(Datasource(dsid, description, schema, **settings))
 
-    async def catalogue(self, principal: Principal) -> list[Datasource]:
-        """``GET /cat``: the datasources the token may use."""
+    async def catalogue(self, principal: Principal) -> list[CatalogueEntry]:
+        """``GET /cat``: the datasources the token may use, each with its workers."""
         datasources = await self.store.list_datasources()
-        return [d for d in datasources if principal.allows_dsid(d.id)]
+        return [
+            CatalogueEntry(d, await self.store.workers(d.id))
+            for d in datasources
+            if principal.allows_dsid(d.id)
+        ]
+
+    # leases and the worker slot -----------------------------------------------------------------
+    async def claim(
+        self, principal: Principal, dsid: str, body: Any, max_wait: float = 60.0
+    ) -> list[JobRecord]:
+        """``POST /jobs/<DSID>/claim``: up to ``max`` jobs, waiting up to ``wait`` seconds (at
+        most ``max_wait``, the store's limit) for one. A new request-stream entry (a submit on
+        any store process) wakes the wait."""
+        _require_role(principal, Role.DRIVER, Role.ADMIN)
+        worker, max_jobs, wait = validation.claim_body(body)
+        wait = min(wait, max_wait)
+        await self._datasource(dsid)
+        if wait <= 0:
+            return await self.store.claim(dsid, worker, max_jobs)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        # Subscribed before the first try: a submit committed after it cannot be missed.
+        sub = self._stream_subscription(dsid)
+        try:
+            while True:
+                jobs = await self.store.claim(dsid, worker, max_jobs)
+                remaining = deadline - loop.time()
+                if jobs or remaining <= 0 or self._stopping:
+                    return jobs
+                await sub.wait(min(remaining, CLAIM_POLL_S))
+                sub.drain()
+                if sub.overflowed:
+                    self._waits.discard(sub)
+                    sub.close()
+                    sub = self._stream_subscription(dsid)
+        finally:
+            self._waits.discard(sub)
+            sub.close()
+
+    async def heartbeat(self, principal: Principal, dsid: str, job: str, body: Any) -> JobRecord:
+        """``POST /jobs/<DSID>/job/<JOBID>/heartbeat``: renew a job's lease."""
+        _require_role(principal, Role.DRIVER, Role.ADMIN)
+        validation.job_id(job)
+        lease, _ = validation.lease_body(body)
+        await self._datasource(dsid)
+        return await self.store.heartbeat(dsid, job, lease)
+
+    async def take_slot(self, principal: Principal, dsid: str, body: Any) -> SlotLease:
+        """``POST /jobs/<DSID>/worker``: take the stream datasource's worker slot."""
+        _require_role(principal, Role.DRIVER, Role.ADMIN)
+        worker = validation.worker_take_body(body)
+        await self._datasource(dsid)
+        return await self.store.take_slot(dsid, worker)
+
+    async def renew_slot(self, principal: Principal, dsid: str, body: Any) -> SlotLease:
+        """``POST /jobs/<DSID>/worker/heartbeat``: renew the slot, store the resume point."""
+        _require_role(principal, Role.DRIVER, Role.ADMIN)
+        lease, resume = validation.lease_body(body, resume=True)
+        await self._datasource(dsid)
+        return await self.store.renew_slot(dsid, lease, resume)
+
+    async def release_slot(self, principal: Principal, dsid: str, body: Any) -> None:
+        """``DELETE /jobs/<DSID>/worker``: free the slot."""
+        _require_role(principal, Role.DRIVER, Role.ADMIN)
+        lease, _ = validation.lease_body(body)
+        await self._datasource(dsid)
+        await self.store.release_slot(dsid, lease)
 
     async def update_status(
         self, principal: Principal, dsid: str, job: str, body: Any
@@ -235,6 +329,11 @@ class JobService:
         if principal.role is Role.CLIENT and record.client != principal.client:
             raise Forbidden(f"Job '{job}' belongs to another client.")
         return record
+
+    def _stream_subscription(self, dsid: str) -> Subscription:
+        sub = self.hub.subscribe(stream_channel(dsid), maxsize=64)
+        self._waits.add(sub)
+        return sub
 
     def _wait_subscription(self, dsid: str, job: str) -> Subscription:
         sub = self.hub.subscribe(job_channel(dsid, job), maxsize=64)

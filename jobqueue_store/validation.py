@@ -8,11 +8,27 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobqueue_store.errors import BadRequest
-from jobqueue_store.models import CLIENT_ID_RE, DSID_RE, JOB_ID_RE, Status, StatusUpdate
+from jobqueue_store.models import (
+    CLIENT_ID_RE,
+    DEFAULT_CANCEL_GRACE,
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_ATTEMPTS,
+    DSID_RE,
+    JOB_ID_RE,
+    Dispatch,
+    Status,
+    StatusUpdate,
+)
 
-JOB_FIELDS = frozenset({"job", "request", "client"})
-UPDATE_FIELDS = frozenset({"status", "response", "error", "progress"})
-DATASOURCE_FIELDS = frozenset({"description", "request_schema"})
+JOB_FIELDS = frozenset({"job", "request", "client", "timeout"})
+UPDATE_FIELDS = frozenset({"status", "response", "error", "progress", "lease", "retry_in"})
+SETTINGS_FIELDS = frozenset(
+    {"dispatch", "lease_seconds", "max_attempts", "job_timeout", "cancel_grace"}
+)
+DATASOURCE_FIELDS = frozenset({"description", "request_schema"}) | SETTINGS_FIELDS
+CLAIM_FIELDS = frozenset({"worker", "max", "wait"})
+MAX_TIMEOUT = 86_400
+MAX_WORKER_NAME = 200
 MAX_ERROR_TEXT = 64 * 1024
 _INTEGER_RE = re.compile(r"-?[0-9]{1,30}")
 
@@ -95,13 +111,133 @@ def status_update(body: Any) -> StatusUpdate:
         ):
             raise BadRequest('"progress" must be a number from 0 to 1.')
         progress = float(progress)
+    lease = obj.get("lease")
+    if lease is not None and not isinstance(lease, str):
+        raise BadRequest('"lease" must be the lease id (a string) that the claim returned.')
+    retry_in = obj.get("retry_in")
+    if retry_in is not None:
+        if status is not Status.RETRYING:
+            raise BadRequest('"retry_in" goes with status "retrying" (giving the job back).')
+        retry_in = number_field(obj, "retry_in", 0, MAX_TIMEOUT, "seconds before a new claim")
     return StatusUpdate(
         status=status,
         response=obj.get("response"),
         has_response="response" in obj,
         error=error,
         progress=progress,
+        lease=lease,
+        retry_in=retry_in,
     )
+
+
+def whole_number(obj: Mapping[str, Any], name: str, low: int, high: int, what: str) -> int:
+    """``obj[name]``: a whole number from ``low`` to ``high`` (``what`` names its meaning)."""
+    value = obj[name]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not value.is_integer())
+        or not low <= value <= high
+    ):
+        raise BadRequest(
+            f'"{name}" must be a whole number of {what} from {low} to {high}, not {value!r}.'
+        )
+    return int(value)
+
+
+def number_field(obj: Mapping[str, Any], name: str, low: float, high: float, what: str) -> float:
+    """``obj[name]``: a number from ``low`` to ``high``."""
+    value = obj[name]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not low <= value <= high
+    ):
+        raise BadRequest(f'"{name}" must be a number of {what} from {low:g} to {high:g}.')
+    return float(value)
+
+
+def submit_timeout(body: Any) -> int | None:
+    """A submit's optional ``"timeout"`` (seconds, 1-86400); call after :func:`job_submission`."""
+    if not isinstance(body, dict) or body.get("timeout") is None:
+        return None
+    return whole_number(body, "timeout", 1, MAX_TIMEOUT, "seconds")
+
+
+def datasource_settings(body: dict[str, Any]) -> dict[str, Any]:
+    """The dispatch and deadline settings of ``PUT /jobs/<DSID>``, defaults filled in."""
+    dispatch = body.get("dispatch", "stream")
+    if dispatch not in {d.value for d in Dispatch}:
+        raise BadRequest(
+            '"dispatch" must be "stream" (one driver follows the request stream) or "lease" '
+            "(any number of workers claim jobs)."
+        )
+    out: dict[str, Any] = {
+        "dispatch": Dispatch(dispatch),
+        "lease_seconds": DEFAULT_LEASE_SECONDS,
+        "max_attempts": DEFAULT_MAX_ATTEMPTS,
+        "job_timeout": None,
+        "cancel_grace": DEFAULT_CANCEL_GRACE,
+    }
+    if "lease_seconds" in body:
+        out["lease_seconds"] = whole_number(body, "lease_seconds", 1, 3600, "seconds")
+    if "max_attempts" in body:
+        if out["dispatch"] is not Dispatch.LEASE:
+            raise BadRequest(
+                '"max_attempts" is for lease datasources: add "dispatch": "lease" or leave it out.'
+            )
+        out["max_attempts"] = whole_number(body, "max_attempts", 1, 100, "claims")
+    if body.get("job_timeout") is not None:
+        out["job_timeout"] = whole_number(body, "job_timeout", 1, MAX_TIMEOUT, "seconds")
+    if "cancel_grace" in body:
+        out["cancel_grace"] = whole_number(body, "cancel_grace", 0, MAX_TIMEOUT, "seconds")
+    return out
+
+
+def worker_name(obj: Mapping[str, Any]) -> str:
+    """The ``"worker"`` name of a claim or a slot request."""
+    value = obj.get("worker")
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= MAX_WORKER_NAME
+        or not value.isprintable()
+    ):
+        raise BadRequest(
+            '"worker" must name the worker: 1 to 200 printable characters (e.g. host name and pid).'
+        )
+    return value
+
+
+def claim_body(body: Any) -> tuple[str, int, float]:
+    """``(worker, max, wait)`` from ``{"worker", "max"?, "wait"?}``."""
+    obj = _object(body, '{"worker": "<name>", "max"?: 1-100, "wait"?: 0-60}')
+    _no_unknown(obj, CLAIM_FIELDS, "the claim")
+    worker = worker_name(obj)
+    max_jobs = whole_number(obj, "max", 1, 100, "jobs") if "max" in obj else 1
+    wait = number_field(obj, "wait", 0, 60, "seconds to wait") if "wait" in obj else 0.0
+    return worker, max_jobs, wait
+
+
+def lease_body(body: Any, *, resume: bool = False) -> tuple[str, int | None]:
+    """``(lease, resume)`` from ``{"lease": "<id>"}`` (``"resume"`` allowed if ``resume``)."""
+    shape = '{"lease": "<id>", "resume"?: <seq>}' if resume else '{"lease": "<id>"}'
+    obj = _object(body, shape)
+    _no_unknown(obj, frozenset({"lease", "resume"} if resume else {"lease"}), "the request")
+    lease = obj.get("lease")
+    if not isinstance(lease, str):
+        raise BadRequest(f'"lease" must be the lease id (a string): send {shape}.')
+    seq: int | None = None
+    if resume and obj.get("resume") is not None:
+        seq = whole_number(obj, "resume", 0, 2**62, "the last seq finished")
+    return lease, seq
+
+
+def worker_take_body(body: Any) -> str:
+    """The worker name from ``{"worker": "<name>"}``."""
+    obj = _object(body, '{"worker": "<name>"}')
+    _no_unknown(obj, frozenset({"worker"}), "the request")
+    return worker_name(obj)
 
 
 def datasource_body(body: Any) -> tuple[str, dict[str, Any] | None]:

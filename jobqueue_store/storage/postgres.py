@@ -626,6 +626,8 @@ class PostgresStore(Store):
         """Fire up to ``limit`` due rows; return the events appended. Every process may run
         it: rows are locked ``FOR UPDATE SKIP LOCKED`` and decided against the committed row
         under the log lock, so each due item fires once."""
+        if await self._fetchrow("reading due times", pl.SQL_ANY_DUE, self.clock.now_ms()) is None:
+            return 0  # nothing due: no write transaction
         fired: int = await self._write(pl.FireDue(limit))
         return fired
 

@@ -69,6 +69,7 @@ SQL_DUE = (
     f"SELECT {JOB_COLUMNS} FROM jobs WHERE due_at IS NOT NULL AND due_at <= $1 "
     "AND id <> ALL($2::bigint[]) ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED"
 )
+SQL_ANY_DUE = "SELECT 1 AS due FROM jobs WHERE due_at IS NOT NULL AND due_at <= $1 LIMIT 1"
 SQL_DS_SETTINGS = "SELECT id, settings, last_ts FROM datasources WHERE id = ANY($1::text[])"
 # A lease worker seen again after its listing window starts a new run ("since").
 SQL_SEEN = """

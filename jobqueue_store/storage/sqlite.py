@@ -374,7 +374,16 @@ class SQLiteStore(Store):
         return cast(JobRecord, await self._write(sl.Heartbeat(dsid, job, lease)))
 
     async def fire_due(self, limit: int = 500) -> int:
-        """Fire up to ``limit`` due items (a writer command); return the events appended."""
+        """Fire up to ``limit`` due items (a writer command); return the events appended.
+
+        A read first: a round with nothing due costs no write."""
+        now = self.clock.now_ms()
+
+        def any_due(db: sqlite3.Connection) -> bool:
+            return db.execute(sl.SQL_ANY_DUE, (now,)).fetchone() is not None
+
+        if not await self._point_read(any_due):
+            return 0
         return cast(int, await self._write(sl.FireDue(limit)))
 
     async def take_slot(self, dsid: str, worker: str) -> SlotLease:

@@ -84,6 +84,7 @@ _SQL_DUE = (
     "SELECT id, datasource_id, record FROM jobs WHERE due_at IS NOT NULL AND due_at <= ? "
     "ORDER BY due_at LIMIT ?"
 )
+SQL_ANY_DUE = "SELECT 1 FROM jobs WHERE due_at IS NOT NULL AND due_at <= ? LIMIT 1"
 _SQL_SEEN = (
     "INSERT INTO lease_workers (datasource_id, worker, since, last_seen) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (datasource_id, worker) DO UPDATE SET "

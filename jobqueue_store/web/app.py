@@ -16,7 +16,8 @@ from jobqueue_store.retention import Retention
 from jobqueue_store.service import JobService
 from jobqueue_store.storage import open_store
 from jobqueue_store.storage.base import Store
-from jobqueue_store.web import handlers, ws
+from jobqueue_store.timers import TimerLoop
+from jobqueue_store.web import driver_handlers, handlers, ws
 from jobqueue_store.web.keys import (
     AUTHORITY,
     HUB,
@@ -55,6 +56,11 @@ def add_routes(app: web.Application) -> None:
     _route(app, "GET", "/jobs/{dsid}/since/{time}", handlers.since, "since")
     _route(app, "GET", "/jobs/{dsid}/job/{job}", handlers.driver_job, "driver_job")
     _route(app, "POST", "/jobs/{dsid}/job/{job}", handlers.update_status, "update_status")
+    _route(app, "POST", "/jobs/{dsid}/claim", driver_handlers.claim, "claim")
+    _route(app, "POST", "/jobs/{dsid}/job/{job}/heartbeat", driver_handlers.heartbeat, "heartbeat")
+    _route(app, "POST", "/jobs/{dsid}/worker", driver_handlers.take_slot, "take_slot")
+    _route(app, "POST", "/jobs/{dsid}/worker/heartbeat", driver_handlers.renew_slot, "renew_slot")
+    _route(app, "DELETE", "/jobs/{dsid}/worker", driver_handlers.release_slot, "release_slot")
     _route(app, "POST", "/{dsid}/job", handlers.submit, "submit")
     _route(app, "GET", "/{dsid}/job", handlers.list_jobs, "list_jobs")
     _route(app, "GET", "/{dsid}/job/{job}", handlers.job_status, "job_status")
@@ -108,11 +114,13 @@ def create_app(
     add_routes(app)
 
     retention = Retention(the_store, settings.retention_days)
+    timers = TimerLoop(the_store)
 
     async def open_store_on_startup(app: web.Application) -> None:
         the_store.set_listener(hub.publish)
         await the_store.open()
         retention.start()
+        timers.start()
 
     async def close_websockets_on_shutdown(app: web.Application) -> None:
         await subscribers.close_all()
@@ -121,6 +129,7 @@ def create_app(
         service.stop_waiting()
 
     async def close_store_on_cleanup(app: web.Application) -> None:
+        await timers.stop()
         await retention.stop()
         await the_store.close()
 

@@ -168,8 +168,8 @@ async def put_datasource(request: web.Request) -> web.Response:
 
 async def catalogue(request: web.Request) -> web.Response:
     """``GET /cat``."""
-    datasources = await request.app[SERVICE].catalogue(principal_of(request))
-    return json_response({"datasources": [d.to_wire() for d in datasources]})
+    entries = await request.app[SERVICE].catalogue(principal_of(request))
+    return json_response({"datasources": [e.to_wire() for e in entries]})
 
 
 async def update_status(request: web.Request) -> web.Response:

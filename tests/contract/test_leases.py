@@ -200,7 +200,7 @@ async def test_give_back_with_retry_in(store: Store, clock: ManualClock) -> None
     clock.advance(5000)
     again = await claim_one(store, "w2")
     assert again.job == job.job and again.attempts == 2 and again.error is None
-    assert again.lease is not None and again.lease.attempt == 2 and again.lease.id != job.lease
+    assert again.lease is not None and again.lease.attempt == 2 and again.lease.id != held_by(job)
 
 
 async def test_give_back_without_retry_in_backs_off(store: Store, clock: ManualClock) -> None:

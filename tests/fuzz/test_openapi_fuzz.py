@@ -63,6 +63,11 @@ OPERATIONS = [
     "updateStatus",
     "latest",
     "since",
+    "claim",
+    "heartbeat",
+    "takeWorkerSlot",
+    "releaseWorkerSlot",
+    "renewWorkerSlot",
 ]
 
 SEEDED = "ds1"
@@ -151,6 +156,9 @@ def aim(case: Any, data: st.DataObject) -> None:
     if isinstance(body, dict) and "client" in body and data.draw(st.booleans()):
         # A generated "client" is almost never the token's: leave it out to reach real submits.
         del body["client"]
+    wait = body.get("wait") if isinstance(body, dict) else None
+    if isinstance(wait, int | float) and math.isfinite(wait) and wait > MAX_WAIT:
+        body["wait"] = MAX_WAIT  # a claim's long-poll wait, in the body
     query = case.query
     if query and isinstance(query.get("wait"), int | float) and not isinstance(query["wait"], bool):
         wait = query["wait"]

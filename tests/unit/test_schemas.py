@@ -35,6 +35,8 @@ from tests.wire import BASE_URI, SCHEMA_NAMES, SCHEMAS, schemas_dir, validate, v
 
 EXPECTED = {
     "catalogue",
+    "claim",
+    "claim_reply",
     "common",
     "datasource",
     "datasource_declaration",
@@ -46,9 +48,21 @@ EXPECTED = {
     "status_record",
     "status_update",
     "stream_entry",
+    "heartbeat",
+    "worker_heartbeat",
+    "worker_release",
+    "worker_slot",
+    "worker_take",
 }
 T0 = 1_700_000_000_000
-ERROR_CLASSES: list[type[StoreError]] = [StoreError, *StoreError.__subclasses__()]
+
+
+def _error_tree(cls: type[StoreError]) -> list[type[StoreError]]:
+    """``cls`` and every subclass of it, at any depth."""
+    return [cls, *(sub for child in cls.__subclasses__() for sub in _error_tree(child))]
+
+
+ERROR_CLASSES: list[type[StoreError]] = _error_tree(StoreError)
 
 
 def _submitted() -> JobRecord:
