@@ -792,9 +792,12 @@ class Driver:
         assert self._stop is not None and self.dsid
         loop = asyncio.get_running_loop()
         attempt = 0
+        # While jobs run, claim only once a quarter of the slots is free: fewer, larger claims
+        # (each is a write in the store) at the cost of a few idle slots for a moment.
+        batch = max(1, min(100, self.concurrency // 4))
         while not self._stop.is_set():
             free = self.concurrency - len(self._held)
-            if free <= 0:
+            if free < (batch if self._held else 1):
                 self._room.clear()
                 room = asyncio.create_task(self._room.wait())
                 stop = asyncio.create_task(self._stop.wait())
@@ -929,8 +932,12 @@ class Driver:
         if held.lost:
             return
         held.lost = True
+        if held.finishing:
+            # A heartbeat crossing the job's last update, most likely: that update decides.
+            log.debug("job %s: lease lost while its outcome was being posted (%s)", held.job, why)
+            return
         log.warning("job %s: lease lost (%s); stopping it", held.job, why)
-        if not held.finishing and held.task is not None:
+        if held.task is not None:
             held.task.cancel()
 
     def _cancel_held(self, held: _Held) -> None:
@@ -954,52 +961,48 @@ class Driver:
         retry_in: float | None = None,
         persist: bool = True,
     ) -> JobRecord | None:
-        """Post an update under the job's lease: None if the lease is (or turns out) lost.
+        """Post an update under the job's lease: None if the lease is lost (or was already).
 
-        Store outages are waited out while the lease may still hold (``persist``).
+        The store's answer decides: the update is applied (the lease renewed) or refused with
+        ``lease_lost``. Store outages are waited out until it answers (``persist``); a request in
+        flight is never abandoned, so an outcome the store recorded is never taken for lost.
         """
         assert self._client is not None and self.dsid
         client, dsid = self._client, self.dsid
         loop = asyncio.get_running_loop()
+        if held.lost:
+            return None
         attempt = 0
-        while not held.lost:
-            left = held.expires - loop.time()
-            if left <= 0:
-                self._lose(held, "its lease ran out while the store could not be reached")
-                return None
+        while True:
             sent = loop.time()
             try:
-                record = await asyncio.wait_for(
-                    client.update(
-                        dsid,
-                        held.job,
-                        status,
-                        response=response,
-                        has_response=has_response,
-                        error=error,
-                        progress=progress,
-                        lease=held.claim.lease.id,
-                        retry_in=retry_in,
-                    ),
-                    left,
+                record = await client.update(
+                    dsid,
+                    held.job,
+                    status,
+                    response=response,
+                    has_response=has_response,
+                    error=error,
+                    progress=progress,
+                    lease=held.claim.lease.id,
+                    retry_in=retry_in,
                 )
             except LeaseLost as exc:
                 self._lose(held, exc.message)
                 return None
-            except (ConnectionFailed, Unavailable, TimeoutError) as exc:
+            except (ConnectionFailed, Unavailable) as exc:
                 if not persist:
                     raise
                 delay = backoff_delay(attempt, 0.5, 10.0)
                 attempt += 1
                 log.warning("job %s: update failed (%s); retry in %.1fs", held.job, exc, delay)
-                await asyncio.sleep(min(delay, max(0.0, held.expires - loop.time())))
+                await asyncio.sleep(delay)
                 continue
             held.renewed = sent
             held.expires = sent + self._lease_seconds()
             if record.cancel_requested and not record.terminal:
                 self._cancel_held(held)
             return record
-        return None
 
     async def _finish_held(
         self,
@@ -1035,12 +1038,15 @@ class Driver:
         """Hand a held job back to the queue at once, for another worker (one try: stopping)."""
         held.finishing = True
         try:
-            await self._post_held(
-                held,
-                "retrying",
-                error=f"worker {self.worker} gave the job back: {why}",
-                retry_in=0,
-                persist=False,
+            await asyncio.wait_for(
+                self._post_held(
+                    held,
+                    "retrying",
+                    error=f"worker {self.worker} gave the job back: {why}",
+                    retry_in=0,
+                    persist=False,
+                ),
+                5,
             )
         except (StoreError, TimeoutError) as exc:
             log.warning("job %s not given back (%s): it returns when its lease ends", held.job, exc)
