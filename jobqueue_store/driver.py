@@ -37,9 +37,10 @@ renewed by heartbeat every third of ``lease_seconds`` that carries the resume ma
 keeps it. A second runtime on the same datasource is refused (:class:`SlotTaken`), or with
 ``standby=True`` waits and takes the slot over once the first one's lapses (a crashed driver's
 slot lapses ``lease_seconds`` after its last heartbeat). Whoever takes the slot resumes from the
-mark kept in the store (the local state file only serves when the store has none). A runtime that
-cannot renew its slot in time stops its jobs at once, posts nothing more, and tries to take the
-slot again.
+mark kept in the store (the local state file only serves when the store has none). The slot's
+lease id is kept beside the state file (``<state file>.slot``), so a driver restarted on the same
+machine after a crash takes its own slot back at once. A runtime that cannot renew its slot in
+time stops its jobs at once, posts nothing more, and tries to take the slot again.
 
 Lease datasources (declared with ``dispatch="lease"``): any number of runtimes, anywhere, claim
 jobs (``POST /jobs/<DSID>/claim``, a long poll) and run up to ``concurrency`` at once each. Each
@@ -469,15 +470,54 @@ class Driver:
                 self.dsid,
             )
 
+    def _slot_path(self) -> Path:
+        """Where the slot's lease id is kept, beside the state file: a driver restarted on the
+        same machine after a crash takes its slot back at once instead of waiting it out."""
+        state = self._state_path()
+        return state.with_name(state.name + ".slot")
+
+    async def _take_back(self, client: DriverClient) -> Slot | None:
+        """The slot this driver held before a restart, if its lease still holds."""
+        assert self.dsid
+        path = self._slot_path()
+        try:
+            lease = path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        if not lease:
+            return None
+        try:
+            slot = await client.slot_heartbeat(self.dsid, lease, None)
+        except StoreError:
+            path.unlink(missing_ok=True)
+            return None
+        log.info("driver for %s took back the worker slot it held before a restart", self.dsid)
+        return slot
+
+    def _keep_slot_lease(self, slot: Slot | None) -> None:
+        path = self._slot_path()
+        if slot is None:
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(slot.lease)
+        os.replace(tmp, path)
+
     async def _take_slot(self, client: DriverClient) -> Slot | None:
         """The worker slot; a standby waits for it. None if stopped while waiting."""
         assert self.dsid
+        slot = await self._take_back(client)
+        if slot is not None:
+            return slot
         poll = max(0.1, min(1.0, self._lease_seconds() / 10))
         announced = False
         attempt = 0
         while True:
             try:
-                return await client.take_slot(self.dsid, self.worker)
+                slot = await client.take_slot(self.dsid, self.worker)
+                self._keep_slot_lease(slot)
+                return slot
             except SlotTaken as exc:
                 if not self.standby:
                     raise
@@ -574,6 +614,7 @@ class Driver:
         try:
             await asyncio.wait_for(client.slot_heartbeat(self.dsid, slot.lease, self._after), 5)
             await asyncio.wait_for(client.release_slot(self.dsid, slot.lease), 5)
+            self._keep_slot_lease(None)
         except (StoreError, TimeoutError) as exc:
             log.warning("driver for %s: worker slot not released: %s", self.dsid, exc)
 
