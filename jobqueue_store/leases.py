@@ -381,7 +381,7 @@ def check_slot(current: SlotLease | None, lease: str, dsid: str, now: int) -> Sl
         )
     if current.expires_at <= now:
         raise LeaseLost(
-            f"The worker slot lease '{lease}' of datasource '{dsid}' lapsed at "
+            f"The worker slot lease '{lease}' of datasource '{dsid}' lapsed or was freed at "
             f"{iso(current.expires_at)}: take the slot again before going on."
         )
     return current

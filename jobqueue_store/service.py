@@ -193,6 +193,8 @@ class JobService:
                 if jobs or remaining <= 0 or self._stopping:
                     return jobs
                 await sub.wait(min(remaining, CLAIM_POLL_S))
+                if self._stopping:  # shutting down: answer now, with nothing claimed
+                    return []
                 sub.drain()
                 if sub.overflowed:
                     self._waits.discard(sub)

@@ -612,6 +612,53 @@ class SQLiteStore(Store):
                 self._append(db, record, outcome.event, timestamp, data, data_bytes, record_bytes)
             )
 
+    def write_status_changes(
+        self,
+        db: sqlite3.Connection,
+        changes: list[tuple[int, lifecycle.Outcome]],
+        datasource: Datasource,
+        timestamp: int,
+        out: _BatchResult,
+    ) -> None:
+        """Store status changes of existing jobs of one datasource set-based: one ``UPDATE``
+        of every row and one ``INSERT`` of their ``status`` events (a batch of claims)."""
+        if not changes:
+            return
+        items = []
+        for row_id, outcome in changes:
+            rec = outcome.record
+            items.append(
+                [
+                    row_id,
+                    rec.status.value,
+                    codec.dumps_str(rec.to_wire()),
+                    rec.updated_at,
+                    None if rec.lease is None else rec.lease.id,
+                    rec.retry_at,
+                    leases.next_due(rec, datasource),
+                    rec.job,
+                    rec.client,
+                ]
+            )
+        payload = codec.dumps_str(items)
+        db.execute(sl.SQL_SET_STATUS, (payload,))
+        seqs = dict(db.execute(sl.SQL_STATUS_EVENTS, (datasource.id, timestamp, payload)))
+        events = [
+            Event(
+                seq=seqs[outcome.record.job],
+                datasource_id=datasource.id,
+                type="status",
+                job=outcome.record.job,
+                client=outcome.record.client,
+                timestamp=timestamp,
+                record=outcome.record,
+            )
+            for _, outcome in changes
+        ]
+        events.sort(key=lambda e: e.seq)
+        out.events.extend(events)
+        self._last_ts[datasource.id] = timestamp
+
     def _append(
         self,
         db: sqlite3.Connection,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jobqueue_store import codec, errors, leases
+from jobqueue_store.lifecycle import Outcome
 from jobqueue_store.models import Datasource, JobRecord, SlotLease, WorkerInfo
 
 if TYPE_CHECKING:
@@ -79,6 +80,18 @@ _SQL_CLAIMABLE = (
     "SELECT id, record FROM jobs WHERE datasource_id = ? "
     "AND status IN ('submitted', 'retrying') AND lease_id IS NULL "
     "AND (retry_at IS NULL OR retry_at <= ?) ORDER BY id LIMIT ?"
+)
+# A batch of status changes as one statement each: the jobs' rows, then their events (the JSON
+# array holds [id, status, record, updated_at, lease_id, retry_at, due_at, job, client] items).
+SQL_SET_STATUS = (
+    "UPDATE jobs SET status = v.value ->> 1, record = v.value ->> 2, updated_at = v.value ->> 3,"
+    " lease_id = v.value ->> 4, retry_at = v.value ->> 5, due_at = v.value ->> 6"
+    " FROM json_each(?) AS v WHERE jobs.id = v.value ->> 0"
+)
+SQL_STATUS_EVENTS = (
+    "INSERT INTO events (datasource_id, type, job, client, timestamp, data, record)"
+    " SELECT ?1, 'status', v.value ->> 7, v.value ->> 8, ?2, NULL, v.value ->> 2"
+    " FROM json_each(?3) AS v ORDER BY v.key RETURNING job, seq"
 )
 _SQL_DUE = (
     "SELECT id, datasource_id, record FROM jobs WHERE due_at IS NOT NULL AND due_at <= ? "
@@ -180,7 +193,7 @@ def _claim(
     leases.require_lease_dispatch(datasource)
     _seen(db, datasource, command.worker, now)
     rows = db.execute(_SQL_CLAIMABLE, (datasource.id, now, command.max_jobs)).fetchall()
-    claimed: list[JobRecord] = []
+    changes: list[tuple[int, Outcome]] = []
     for row_id, blob in rows:
         outcome = leases.decide_claim(
             _decode(blob),
@@ -189,11 +202,11 @@ def _claim(
             lease_id=leases.new_lease_id(),
             now=now,
         )
-        if outcome is None:
-            continue
-        store.write_job(db, row_id, outcome, datasource, now, out)
-        claimed.append(outcome.record)
-    return claimed
+        if outcome is not None:
+            changes.append((row_id, outcome))
+    # One statement for the rows, one for their events: a set-based write, not a loop.
+    store.write_status_changes(db, changes, datasource, now, out)
+    return [outcome.record for _, outcome in changes]
 
 
 def _fire_due(store: SQLiteStore, db: sqlite3.Connection, limit: int, out: _BatchResult) -> int:

@@ -115,6 +115,11 @@ def create_app(
 
     retention = Retention(the_store, settings.retention_days)
     timers = TimerLoop(the_store)
+    metrics.gauge(
+        "jobqueue_timers_fired",
+        "Due items (lease expiries, deadlines, grace ends) fired by this process.",
+        lambda: timers.fired,
+    )
 
     async def open_store_on_startup(app: web.Application) -> None:
         the_store.set_listener(hub.publish)
