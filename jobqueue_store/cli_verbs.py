@@ -100,7 +100,14 @@ def register(commands: Any) -> None:
 
     datasource = commands.add_parser("datasource", help="declare or list datasources")
     actions = datasource.add_subparsers(dest="ds_action", required=True)
-    put = actions.add_parser("put", parents=[common], help="declare or update a datasource")
+    put = actions.add_parser(
+        "put",
+        parents=[common],
+        help="declare or update a datasource",
+        description="Declare or update a datasource. The declaration is replaced as a whole: a "
+        "setting left out goes back to its default (a lease datasource needs --dispatch lease "
+        "each time).",
+    )
     put.add_argument("dsid")
     put.add_argument("--description", default="", help="what the datasource does")
     put.add_argument("--schema", default=None, help="request JSON Schema: JSON, @file or -")
