@@ -564,9 +564,9 @@ class JobClient(_Http):
 
         Retried safely on transient failures: the store answers a repeat with the same record.
         With ``wait`` (0 < s <= 60), the store replies once the job is terminal or the wait ends.
-        With ``timeout`` (1-86400 whole seconds), the store asks for the job's cancellation if it has not
-        ended that long after the submit, and ends it ``cancelled`` after the datasource's
-        ``cancel_grace``.
+        With ``timeout`` (1-86400 whole seconds), the store asks for the job's cancellation if
+        it has not ended that long after the submit, and ends it ``cancelled`` after the
+        datasource's ``cancel_grace``.
         """
         job_id = job or new_job_id()
         params = {"wait": f"{wait:g}"} if wait else None
