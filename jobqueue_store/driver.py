@@ -833,12 +833,9 @@ class Driver:
         assert self._stop is not None and self.dsid
         loop = asyncio.get_running_loop()
         attempt = 0
-        # While jobs run, claim only once a quarter of the slots is free: fewer, larger claims
-        # (each is a write in the store) at the cost of a few idle slots for a moment.
-        batch = max(1, min(100, self.concurrency // 4))
         while not self._stop.is_set():
             free = self.concurrency - len(self._held)
-            if free < (batch if self._held else 1):
+            if free <= 0:
                 self._room.clear()
                 room = asyncio.create_task(self._room.wait())
                 stop = asyncio.create_task(self._stop.wait())
