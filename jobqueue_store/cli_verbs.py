@@ -506,9 +506,8 @@ def _run_driver(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     except SlotTaken as exc:
         print(
-            f"jobqueue-store run-driver: {exc.message} A stream datasource has one driver at a "
-            "time; start this one with --standby to take over when the other stops, or declare "
-            "the datasource with --dispatch lease to run several drivers side by side.",
+            f"jobqueue-store run-driver: {exc.message} (run-driver --standby waits and takes "
+            "over when that worker stops.)",
             file=sys.stderr,
         )
         return EXIT_ERROR
