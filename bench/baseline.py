@@ -54,13 +54,14 @@ def main() -> None:
         import uvloop
 
         loop_factory = uvloop.new_event_loop
-    print(f"baseline listening on {port}", flush=True)
     web.run_app(
         app,
         host="127.0.0.1",
         port=port,
         access_log=None,
-        print=None,
+        # Called once the socket listens: the ready line must not come before (a client
+        # connecting at once would be refused).
+        print=lambda _: print(f"baseline listening on {port}", flush=True),
         loop=loop_factory() if loop_factory else None,
     )
 
