@@ -95,19 +95,27 @@ async def _many_workers(tmp_path: Path, store: StoreProcess, data: Path, postgre
             sem = asyncio.Semaphore(64)
 
             async def submit(job: str) -> None:
+                # One job in 20 runs for 2 s (heartbeats renew its lease), the rest briefly.
+                sleep = 2.0 if int(job[1:]) % 20 == 0 else rng.uniform(0.05, 0.35)
                 async with sem:
-                    await client.submit(DSID, {"sleep": rng.uniform(0.05, 0.35)}, job)
+                    await client.submit(DSID, {"sleep": sleep}, job)
 
             submitting = asyncio.gather(*(submit(j) for j in jobs))
 
             # SIGKILL one driver mid-run, while it holds jobs.
             await _until(files, JOBS // 5, deadline)
+            # ... while it runs a long job it started just now: that one surely comes back.
             while True:
                 (w0, *_) = _read_runs(files)
-                running = {f[1] for f in w0 if f[0] == "start"} - {
-                    f[1] for f in w0 if f[0] == "done"
-                }
-                if running:
+                ended = {f[1] for f in w0 if f[0] == "done"}
+                now = time.time()
+                if any(
+                    f[0] == "start"
+                    and f[1] not in ended
+                    and int(f[1][1:]) % 20 == 0
+                    and float(f[3]) > now - 0.5
+                    for f in w0
+                ):
                     break
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.01)
@@ -131,9 +139,12 @@ async def _many_workers(tmp_path: Path, store: StoreProcess, data: Path, postgre
             pending = jobs
             while True:
                 assert time.monotonic() < deadline, f"jobs left: {pending[:10]}"
-                done = {f[1] for lines in _read_runs(files) for f in lines if f[0] == "done"}
+                by_driver = _read_runs(files)
+                done = {f[1] for lines in by_driver for f in lines if f[0] == "done"}
                 pending = [j for j in jobs if j not in done]
-                if len(pending) <= CONCURRENCY:
+                # A live driver's line may still be coming: wait for it.
+                live = {f[1] for lines in by_driver[1:] for f in lines if f[0] == "start"}
+                if len(pending) <= CONCURRENCY and not live & set(pending):
                     records = {j: await client.status(DSID, j) for j in pending}
                     if all(r.status.value == "complete" for r in records.values()):
                         break
