@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from jobqueue_store import codec
-from jobqueue_store.errors import Conflict, StoreError
+from jobqueue_store.errors import Conflict, StoreError, Unavailable
 from jobqueue_store.models import JobRecord, Status
 
 if TYPE_CHECKING:
@@ -240,6 +240,8 @@ class PipelineRunner:
     ) -> JobRecord:
         """Post a status for ``revision`` of ``job``, waiting out store outages."""
         client, dsid = self._client(), self._dsid()
+        if getattr(self.driver, "_lost", False):
+            raise Unavailable("The worker slot was lost: this driver posts nothing more.")
         record: JobRecord = await self.driver._persist(
             lambda: client.update(
                 dsid,
