@@ -98,9 +98,14 @@ _SQL_SLOT_LOCK = (
 _SQL_DS_ONE = "SELECT id, settings FROM datasources WHERE id = $1"
 
 
+# A generator of its own: the store's timer loop draws jitter at any moment, and must not move
+# the global ``random`` state under a caller in another thread (Hypothesis checks it).
+_RNG = random.Random()
+
+
 def random_fraction() -> float:
     """The jitter of a backoff: a float in ``[0, 1)``."""
-    return random.random()
+    return _RNG.random()
 
 
 def seen_args(

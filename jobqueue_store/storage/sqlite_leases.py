@@ -110,9 +110,14 @@ _SQL_SLOT = (
 )
 
 
+# A generator of its own: the store's timer loop draws jitter at any moment, and must not move
+# the global ``random`` state under a caller in another thread (Hypothesis checks it).
+_RNG = random.Random()
+
+
 def random_fraction() -> float:
     """The jitter of a backoff: a float in ``[0, 1)``."""
-    return random.random()
+    return _RNG.random()
 
 
 def _decode(blob: bytes) -> JobRecord:
