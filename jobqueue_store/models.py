@@ -192,6 +192,10 @@ class JobRecord:
     """When a job given back or taken back can be claimed again (ms)."""
     deadline: int | None = None
     """When the store requests the job's cancellation if it is still not terminal (ms)."""
+    schedule: str | None = None
+    """The schedule whose run this job is (runs only)."""
+    scheduled_for: int | None = None
+    """The fire time (ms) this run was created for (runs only)."""
 
     @property
     def terminal(self) -> bool:
@@ -225,6 +229,9 @@ class JobRecord:
             out["retry_at"] = self.retry_at
         if self.deadline is not None:
             out["deadline"] = self.deadline
+        if self.schedule is not None:
+            out["schedule"] = self.schedule
+            out["scheduled_for"] = self.scheduled_for
         return out
 
     @classmethod
@@ -248,6 +255,8 @@ class JobRecord:
             attempts=data.get("attempts", 0),
             retry_at=data.get("retry_at"),
             deadline=data.get("deadline"),
+            schedule=data.get("schedule"),
+            scheduled_for=data.get("scheduled_for"),
         )
 
 
