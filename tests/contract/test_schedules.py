@@ -371,7 +371,7 @@ async def test_two_postgresql_store_processes_fire_each_time_once(
     pair = [await opener(), await opener()]
     await pair[0].put_datasource(STREAM)
     for i in range(20):
-        await pair[i % 2].create_schedule("sq", cron(f"race{i}", "*/5 * * * *", "all"), "app")
+        await pair[i % 2].create_schedule("sq", cron(f"race{i}", "*/5 * * * *", catch_up="all"), "app")
     for _ in range(12):
         clock.advance(5 * MINUTE)
         await asyncio.gather(*(fire_all(s) for s in pair for _ in range(2)))
