@@ -75,7 +75,9 @@ async def store(opener: Opener) -> Store:
 
 
 def cron(sid: str, expr: str, zone: str = "UTC", catch_up: str = "one", **kw: Any) -> ScheduleSpec:
-    return ScheduleSpec(sid, {"run": sid}, cron=expr, timezone=zone, catch_up=CatchUp(catch_up), **kw)
+    return ScheduleSpec(
+        sid, {"run": sid}, cron=expr, timezone=zone, catch_up=CatchUp(catch_up), **kw
+    )
 
 
 async def all_runs(store: Store, dsid: str, sid: str) -> list[Any]:
@@ -128,14 +130,13 @@ async def test_a_cron_schedule_runs_exactly_at_the_cron_librarys_times_over_a_we
     after = await store.get_schedule("sq", "weekdays")
     assert after is not None
     assert after.runs == 45 and after.last_run == run_id("weekdays", expected[-1])
-    assert after.next_run_at == fire_times(
-        "15 9-17 * * 1-5", "Europe/London", START + 7 * DAY, START + 14 * DAY
-    )[0]
+    assert (
+        after.next_run_at
+        == fire_times("15 9-17 * * 1-5", "Europe/London", START + 7 * DAY, START + 14 * DAY)[0]
+    )
 
 
-@pytest.mark.parametrize(
-    ("catch_up", "missed_runs"), [("none", 0), ("one", 1), ("all", 5)]
-)
+@pytest.mark.parametrize(("catch_up", "missed_runs"), [("none", 0), ("one", 1), ("all", 5)])
 async def test_catch_up_after_an_outage(
     store: Store, clock: ManualClock, catch_up: str, missed_runs: int
 ) -> None:
@@ -162,9 +163,10 @@ async def test_catch_up_all_gives_at_most_1000_runs(store: Store, clock: ManualC
     await fire_all(store)
     runs = await all_runs(store, "sq", "often")
     assert len(runs) == 1000
-    assert max(r.scheduled_for for r in runs) == fire_times(
-        "* * * * *", "UTC", clock.now_ms() - MINUTE, clock.now_ms()
-    )[-1]
+    assert (
+        max(r.scheduled_for for r in runs)
+        == fire_times("* * * * *", "UTC", clock.now_ms() - MINUTE, clock.now_ms())[-1]
+    )
 
 
 @pytest.mark.parametrize(
@@ -329,9 +331,7 @@ async def test_each_change_is_one_event_in_the_store_wide_log(
     assert last.seq > seqs[-1]
 
 
-async def test_a_run_is_created_once_across_a_restart(
-    opener: Opener, clock: ManualClock
-) -> None:
+async def test_a_run_is_created_once_across_a_restart(opener: Opener, clock: ManualClock) -> None:
     first = await opener()
     await first.put_datasource(STREAM)
     await first.create_schedule("sq", cron("r", "*/15 * * * *", catch_up="all"), "app")
@@ -371,7 +371,9 @@ async def test_two_postgresql_store_processes_fire_each_time_once(
     pair = [await opener(), await opener()]
     await pair[0].put_datasource(STREAM)
     for i in range(20):
-        await pair[i % 2].create_schedule("sq", cron(f"race{i}", "*/5 * * * *", catch_up="all"), "app")
+        await pair[i % 2].create_schedule(
+            "sq", cron(f"race{i}", "*/5 * * * *", catch_up="all"), "app"
+        )
     for _ in range(12):
         clock.advance(5 * MINUTE)
         await asyncio.gather(*(fire_all(s) for s in pair for _ in range(2)))

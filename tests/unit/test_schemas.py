@@ -53,6 +53,10 @@ EXPECTED = {
     "worker_release",
     "worker_slot",
     "worker_take",
+    "schedule",
+    "schedule_list",
+    "schedule_notification",
+    "schedule_record",
 }
 T0 = 1_700_000_000_000
 
