@@ -209,6 +209,7 @@ async def test_a_one_off_runs_once_at_its_time_and_a_past_one_at_once(
     past, _ = await store.create_schedule(
         "lq", ScheduleSpec("past", {"x": 1}, at=START - DAY, timeout=60), "app"
     )
+    assert past.next_run_at == START - DAY  # an at in the past is due at once
     assert await fire_all(store) >= 2  # the past one: its run and its schedule event
     (run,) = await all_runs(store, "lq", "past")
     assert run.job == f"past.{START - DAY}" and run.scheduled_for == START - DAY

@@ -68,6 +68,14 @@ OPERATIONS = [
     "takeWorkerSlot",
     "releaseWorkerSlot",
     "renewWorkerSlot",
+    "createSchedule",
+    "listSchedules",
+    "getSchedule",
+    "deleteSchedule",
+    "scheduleRuns",
+    "pauseSchedule",
+    "resumeSchedule",
+    "cancelRun",
 ]
 
 SEEDED = "ds1"

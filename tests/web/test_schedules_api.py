@@ -63,7 +63,9 @@ async def test_create_get_list_runs_pause_resume_delete(sapi: Api) -> None:
     assert rec["schedule"] == "five" and rec["client"] == "app1" and rec["state"] == "active"
     assert rec["cron"] == "*/5 * * * *" and rec["timezone"] == "Europe/Paris"
     assert rec["catch_up"] == "one" and rec["timeout"] == 30 and rec["runs"] == 0
-    assert rec["next_run_at"] == fire_times("*/5 * * * *", "Europe/Paris", START, START + 9e6)[0]
+    assert (
+        rec["next_run_at"] == fire_times("*/5 * * * *", "Europe/Paris", START, START + 9_000_000)[0]
+    )
     assert rec["last_run"] is None and rec["version"] == 1 and "at" not in rec
     again = await create(sapi, {**EVERY_5, "timezone": "Europe/Paris", "timeout": 30}, 200)
     assert again == rec
