@@ -132,8 +132,9 @@ def write(
         )
     # The seq comes from the events table's AUTOINCREMENT counter: never handed out twice.
     db.execute(
-        "INSERT INTO sqlite_sequence (name, seq) SELECT 'events', coalesce(max(seq), 0) "
-        "FROM events WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'events')"
+        "INSERT INTO sqlite_sequence (name, seq) SELECT 'events', "
+        "coalesce((SELECT max(seq) FROM events), 0) "
+        "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'events')"
     )
     (seq,) = db.execute(
         "UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'events' RETURNING seq"

@@ -388,3 +388,31 @@ async def test_two_postgresql_store_processes_fire_each_time_once(
         assert sorted(runs) == expected
         record = await pair[0].get_schedule("sq", f"race{i}")
         assert record is not None and record.runs == 18
+
+
+async def test_schedule_and_job_events_share_one_sequence_across_a_restart(
+    opener: Opener, clock: ManualClock
+) -> None:
+    first = await opener()
+    await first.put_datasource(STREAM)
+    seen: list[Event | ScheduleEvent] = []
+    first.set_listener(seen.extend)
+    for i in range(30):
+        await asyncio.gather(
+            first.create_schedule("sq", cron(f"q{i}", "0 0 * * *"), "app"),
+            first.submit("sq", f"j{i}", "app", i),
+        )
+    for _ in range(50):
+        if len(seen) >= 60:
+            break
+        await asyncio.sleep(0.05)
+    seqs = [e.seq for e in seen]
+    assert len(seqs) == 60 and seqs == sorted(set(seqs))
+    assert await first.last_seq() == seqs[-1]
+    await first.close()
+    second = await opener()
+    await second.submit("sq", "after-restart", "app", 0)
+    await second.create_schedule("sq", cron("after", "0 0 * * *"), "app")
+    (job_event,) = await second.events_after("sq", seqs[-1])
+    (sched_event,) = await second.schedule_events_after("sq", "app", seqs[-1], 2**62)
+    assert seqs[-1] < job_event.seq < sched_event.seq
