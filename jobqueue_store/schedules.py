@@ -352,6 +352,24 @@ def _latest_fire_times(cron: str, zone: str, since_ms: int, now: int, most: int)
     return out
 
 
+def _due_fire_times(record: ScheduleRecord, now: int) -> tuple[list[int], int | None]:
+    """The fire times of a due cron schedule to run at ``now`` (before ``catch_up: none``
+    drops the late ones), and the first fire time after ``now``."""
+    assert record.cron is not None and record.timezone is not None
+    assert record.next_run_at is not None
+    # The usual case, one fire time due: one walk from the stored next fire time.
+    walk = CronSim(record.cron, _dt(record.next_run_at - 1, record.timezone))
+    try:
+        first, second = _ms(next(walk)), _ms(next(walk))
+    except StopIteration:
+        first, second = record.next_run_at, now + 1
+    if first >= record.next_run_at and second > now:
+        return ([first] if first <= now else []), second
+    most = MAX_CATCH_UP if record.catch_up is CatchUp.ALL else 1
+    due = _latest_fire_times(record.cron, record.timezone, record.next_run_at, now, most)
+    return due, next_fire_after(record.cron, record.timezone, now)
+
+
 # rules ------------------------------------------------------------------------------------------
 def _definition(spec: ScheduleSpec, client: str) -> tuple[Any, ...]:
     return (client, spec.request, spec.at, spec.cron, spec.timezone, spec.catch_up, spec.timeout)
@@ -458,12 +476,10 @@ def decide_fire(record: ScheduleRecord, now: int) -> Fire | None:
         next_run: int | None = None
     else:
         assert record.cron is not None and record.timezone is not None
-        most = MAX_CATCH_UP if record.catch_up is CatchUp.ALL else 1
-        due = _latest_fire_times(record.cron, record.timezone, record.next_run_at, now, most)
+        due, next_run = _due_fire_times(record, now)
         if record.catch_up is CatchUp.NONE:
             due = [t for t in due if now - t <= LATE_TOLERANCE_MS]
         runs = due
-        next_run = next_fire_after(record.cron, record.timezone, now)
     changes: dict[str, Any] = {"next_run_at": next_run}
     if runs:
         changes["last_run"] = run_id(record.schedule, runs[-1])
