@@ -9,9 +9,11 @@
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-# jobqueue_store/schemas is a symlink to ../schemas: both are copied.
+# jobqueue_store/schemas and jobqueue_store/docs are symlinks to ../schemas and ../docs: all are
+# copied (the dashboard serves the documents).
 COPY pyproject.toml setup.cfg README.md ./
 COPY schemas ./schemas
+COPY docs ./docs
 COPY jobqueue_store ./jobqueue_store
 # The package and its runtime dependencies only (uvloop: the "fast" extra), in a venv copied below.
 RUN python -m venv /opt/jobqueue-store \

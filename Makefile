@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export JOBQUEUE_STORE_TEST_PG ?= postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: install run test lint typecheck pytest bench clean
+.PHONY: install run test lint typecheck pytest bench screenshots clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ pytest: install
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# Refreshes docs/screenshots/*.png (shown in README.md) from the browser tests.
+screenshots: install
+	JOBQUEUE_STORE_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/pytest -q tests/browser
 
 bench: install
 	$(BIN)/python -m bench.run

@@ -54,13 +54,13 @@ def main() -> None:
         import uvloop
 
         loop_factory = uvloop.new_event_loop
-    print(f"baseline listening on {port}", flush=True)
     web.run_app(
         app,
         host="127.0.0.1",
         port=port,
         access_log=None,
-        print=None,
+        # The ready line once the socket listens (run_app prints after binding), not before.
+        print=lambda _: print(f"baseline listening on {port}", flush=True),
         loop=loop_factory() if loop_factory else None,
     )
 

@@ -66,6 +66,10 @@ async def measure(subscribers: int, jobs: int) -> dict[str, float]:
     """Run the measure once; return the rate and counts."""
     with tempfile.TemporaryDirectory(prefix="jq-fanout-") as tmp:
         data = Path(tmp) / "data"
+        rotate = await asyncio.create_subprocess_exec(  # the root key, before the first start
+            STORE_COMMAND, "key", "rotate", "--data-dir", str(data), stdout=asyncio.subprocess.PIPE
+        )
+        await rotate.communicate()
         client = await _token(data, "--role", "client", "--client", "app")
         driver = await _token(data, "--role", "driver")
         port = free_port()

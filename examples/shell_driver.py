@@ -1,279 +1,38 @@
-"""The universal shell runner: a driver that runs allow-listed commands for REST job submission.
+"""The shell driver now ships with the package: run ``jobqueue-store run-driver shell``.
 
-A job's request names a command and its arguments::
-
-    {"command": "echo", "args": ["hello"], "timeout": 10}
-
-The command must be on the allow-list (``SHELL_DRIVER_ALLOW``, comma separated names or paths;
-default ``echo,date,uname,sleep,true,false``). It runs without a shell, in its own process group
-(a new session), with standard input from ``/dev/null``, a time limit (``timeout``, at most
-``SHELL_DRIVER_MAX_TIMEOUT`` seconds, default 60) and a limit on captured output
-(``SHELL_DRIVER_MAX_OUTPUT`` bytes per stream, default 1 MiB; the rest is read and dropped).
-Nothing is streamed to the driver's terminal. The job's response is::
-
-    {"exit_code": 0, "stdout": "hello\\n", "stderr": "", "truncated": false}
-
-A command that is not allowed ends the job ``forbidden``; one that runs past its time limit ends
-it ``failed``. Cancelling the job (or the time limit) sends SIGTERM to the whole process group,
-then SIGKILL after ``SHELL_DRIVER_GRACE`` seconds (default 2). The driver makes itself a child
-subreaper (Linux), so the group's background processes become its children when their parent
-exits, and it reaps every one: no orphan or zombie is left. A command that leaves its process
-group on purpose (``setsid``) escapes this; keep such commands off the allow-list.
-
-Run it with the store's CLI (URL and token from ``JOBQUEUE_STORE_URL`` / ``JOBQUEUE_STORE_TOKEN``
-or flags)::
+Its options (allow-list, time and output limits) are listed by
+``jobqueue-store run-driver shell --help``. This file keeps older command lines working::
 
     jobqueue-store run-driver examples/shell_driver.py:driver --dsid shell
+    python examples/shell_driver.py --allow echo,date
 
-or directly: ``python examples/shell_driver.py`` (datasource from ``SHELL_DRIVER_DSID``, default
-``shell``).
+(the driver configured from ``SHELL_DRIVER_*`` environment variables, or from the same options as
+``run-driver shell``), and re-exports the command runner, :func:`run_command`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import ctypes
-import logging
-import os
-import signal
 import sys
-from typing import Any
 
-from jobqueue_store.driver import Driver, ForbiddenJob, Job
-
-log = logging.getLogger("shell_driver")
-
-PR_SET_CHILD_SUBREAPER = 36
-DEFAULT_ALLOW = "echo,date,uname,sleep,true,false"
-READ_CHUNK = 64 * 1024
-
-REQUEST_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["command"],
-    "additionalProperties": False,
-    "properties": {
-        "command": {"type": "string", "minLength": 1},
-        "args": {"type": "array", "items": {"type": "string"}},
-        "timeout": {"type": "number", "exclusiveMinimum": 0},
-    },
-}
-
-
-def allow_list() -> frozenset[str]:
-    """The commands this driver may run (from ``SHELL_DRIVER_ALLOW``)."""
-    raw = os.environ.get("SHELL_DRIVER_ALLOW", DEFAULT_ALLOW)
-    return frozenset(c.strip() for c in raw.split(",") if c.strip())
-
-
-def _env_float(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
-
-
-_subreaper = False
-
-
-def become_subreaper() -> None:
-    """Adopt orphaned descendants (Linux ``PR_SET_CHILD_SUBREAPER``), so they can be reaped."""
-    global _subreaper
-    if _subreaper or not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        log.warning("prctl(PR_SET_CHILD_SUBREAPER) failed: errno %d", ctypes.get_errno())
-    _subreaper = True
-
-
-class CommandTimedOut(Exception):
-    """The command ran past its time limit and was killed."""
-
-
-class _Capture:
-    """Up to ``limit`` bytes of a stream; the rest is read and counted, not kept."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.data = bytearray()
-        self.truncated = False
-
-    async def pump_fd(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
-        """Read the pipe ``fd`` to its end (it is closed afterwards)."""
-        reader = asyncio.StreamReader(limit=READ_CHUNK)
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
-        )
-        try:
-            while chunk := await reader.read(READ_CHUNK):
-                room = self.limit - len(self.data)
-                if room > 0:
-                    self.data += chunk[:room]
-                if len(chunk) > room:
-                    self.truncated = True
-        finally:
-            transport.close()
-
-    def text(self) -> str:
-        return self.data.decode("utf-8", errors="replace")
-
-
-def _signal_group(pgid: int, sig: int) -> bool:
-    """Send ``sig`` to the group (0: just check); False once no process of the group exists."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # only zombies left in the group (macOS answers EPERM)
-        return True
-    return True
-
-
-async def _reap_group(pgid: int, patience: float = 10.0) -> None:
-    """SIGKILL what is left of the group and reap the members that are our children.
-
-    Call only once the leader is reaped, so that ``waitpid`` cannot take it from asyncio.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + patience
-    while _signal_group(pgid, signal.SIGKILL):
-        try:
-            pid, _ = os.waitpid(-pgid, os.WNOHANG)  # noqa: ASYNC222 (WNOHANG: never blocks)
-        except ChildProcessError:
-            pid = 0  # what is left is not our child (no subreaper): its parent must reap it
-        if pid == 0:
-            if loop.time() > deadline:
-                log.warning("process group %d outlived SIGKILL (not our children)", pgid)
-                return
-            await asyncio.sleep(0.01)
-
-
-async def _terminate(proc: asyncio.subprocess.Process, pgid: int, grace: float) -> None:
-    """SIGTERM the group, SIGKILL it after ``grace`` seconds, reap the leader and the rest."""
-    if proc.returncode is None:
-        _signal_group(pgid, signal.SIGTERM)
-        try:
-            async with asyncio.timeout(grace):
-                await proc.wait()
-        except TimeoutError:
-            _signal_group(pgid, signal.SIGKILL)
-            await proc.wait()
-    await _reap_group(pgid)
-
-
-async def _ensure_dead(proc: asyncio.subprocess.Process, pgid: int, grace: float) -> None:
-    """Finish :func:`_terminate` even if the caller is cancelled again meanwhile."""
-    task = asyncio.ensure_future(_terminate(proc, pgid, grace))
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            cancelled = True
-    task.result()
-    if cancelled:
-        raise asyncio.CancelledError
-
-
-async def run_command(
-    argv: list[str],
-    *,
-    timeout: float,
-    max_output: int = 1024 * 1024,
-    grace: float = 2.0,
-    on_start: Any = None,
-) -> dict[str, Any]:
-    """Run ``argv`` in a new process group and return its exit code and captured output.
-
-    Raises :class:`CommandTimedOut` after ``timeout`` seconds. If the caller is cancelled, the
-    group is terminated (SIGTERM, then SIGKILL after ``grace``) and reaped before the
-    cancellation propagates. ``on_start(pid)`` is called once the process runs (for tests).
-    """
-    become_subreaper()
-    loop = asyncio.get_running_loop()
-    # Our own pipes, not asyncio's: Process.wait() would otherwise also wait for the pipes to
-    # close, which a background child holding them open delays forever.
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out_w,
-            stderr=err_w,
-            start_new_session=True,
-        )
-    except BaseException:
-        for fd in (out_r, err_r):
-            os.close(fd)
-        raise
-    finally:
-        os.close(out_w)
-        os.close(err_w)
-    pgid = proc.pid  # a new session's leader leads its own process group
-    if on_start is not None:
-        on_start(proc.pid)
-    out, err = _Capture(max_output), _Capture(max_output)
-    readers = [
-        asyncio.create_task(out.pump_fd(loop, out_r)),
-        asyncio.create_task(err.pump_fd(loop, err_r)),
-    ]
-    try:
-        try:
-            async with asyncio.timeout(timeout):
-                await proc.wait()
-        except TimeoutError:
-            await _ensure_dead(proc, pgid, grace)
-            raise CommandTimedOut(
-                f"{argv[0]} ran past its time limit of {timeout:g}s and was killed"
-            ) from None
-        # The leader is gone; background children it left would hold the pipes open.
-        await _reap_group(pgid)
-        await asyncio.gather(*readers)
-    finally:
-        if proc.returncode is None or _signal_group(pgid, 0):
-            await _ensure_dead(proc, pgid, grace)
-        for reader in readers:
-            reader.cancel()
-        for reader in readers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-    return {
-        "exit_code": proc.returncode,
-        "stdout": out.text(),
-        "stderr": err.text(),
-        "truncated": out.truncated or err.truncated,
-    }
-
-
-driver = Driver(
-    description="Runs allow-listed commands: {command, args, timeout} -> {exit_code, stdout, "
-    "stderr, truncated}.",
-    request_schema=REQUEST_SCHEMA,
-    concurrency=int(os.environ.get("SHELL_DRIVER_CONCURRENCY", "4")),
+from jobqueue_store.drivers import builtin_driver, main
+from jobqueue_store.drivers.shell import (
+    REQUEST_SCHEMA,
+    CommandTimedOut,
+    ShellOptions,
+    make_driver,
+    run_command,
 )
 
+__all__ = [
+    "REQUEST_SCHEMA",
+    "CommandTimedOut",
+    "ShellOptions",
+    "driver",
+    "make_driver",
+    "run_command",
+]
 
-@driver.handler
-async def handle(job: Job) -> dict[str, Any]:
-    """Run the job's command if it is allowed."""
-    request = job.request
-    command = request["command"]
-    if command not in allow_list():
-        raise ForbiddenJob(f"command {command!r} is not on this driver's allow-list")
-    max_timeout = _env_float("SHELL_DRIVER_MAX_TIMEOUT", 60.0)
-    timeout = min(float(request.get("timeout", max_timeout)), max_timeout)
-    return await run_command(
-        [command, *request.get("args", [])],
-        timeout=timeout,
-        max_output=int(_env_float("SHELL_DRIVER_MAX_OUTPUT", 1024 * 1024)),
-        grace=_env_float("SHELL_DRIVER_GRACE", 2.0),
-    )
-
+driver = builtin_driver("shell")
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    driver.configure(
-        url=os.environ.get("JOBQUEUE_STORE_URL", "http://127.0.0.1:8080"),
-        token=os.environ.get("JOBQUEUE_STORE_TOKEN"),
-        dsid=os.environ.get("SHELL_DRIVER_DSID", "shell"),
-    )
-    driver.run_forever()
+    sys.exit(main("shell", sys.argv[1:]))

@@ -222,15 +222,16 @@ class TokenAuthority:
         *,
         client: str | None = None,
         dsids: Sequence[str] | None = None,
-        ttl: float = 86400,
+        ttl: float | None = 86400,
         extra_caveats: Sequence[str] = (),
     ) -> str:
         """A serialized macaroon from the current root key with ``target``, ``role``,
-        ``client`` (required for role client), ``dsid`` (when given) and ``time <`` caveats,
-        then ``extra_caveats`` (each must be a caveat this store understands)."""
+        ``client`` (required for role client), ``dsid`` (when given) and ``time <`` caveats
+        (none when ``ttl`` is None: the token never expires), then ``extra_caveats`` (each must
+        be a caveat this store understands)."""
         role = Role(role)
-        if ttl <= 0:
-            raise ValueError("ttl must be a positive number of seconds.")
+        if ttl is not None and ttl <= 0:
+            raise ValueError("ttl must be a positive number of seconds (None: no expiry).")
         caveats = [f"target = {self.store_name}", f"role = {role.value}"]
         if client is not None:
             _parse_client(client)
@@ -243,7 +244,8 @@ class TokenAuthority:
             value = ",".join(dsids)
             _parse_dsids(value)
             caveats.append(f"dsid = {value}")
-        caveats.append(f"time < {format_time(self._clock() + ttl)}")
+        if ttl is not None:
+            caveats.append(f"time < {format_time(self._clock() + ttl)}")
         for caveat in extra_caveats:
             for prefix, parse in _PARSERS.items():
                 if caveat.startswith(prefix):

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from jobqueue_store import __version__, cli_verbs
 from jobqueue_store.config import DEFAULT_NAME, Limits, Settings
+from jobqueue_store.keys import KeyRing, NoKeyFile
 
 ENV_PREFIX = "JOBQUEUE_STORE_"
 log = logging.getLogger("jobqueue_store")
@@ -55,10 +56,37 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+EPILOG = """\
+environment:
+  Every option of serve, token and key can be set as JOBQUEUE_STORE_<OPTION> (upper case,
+  dashes as underscores, e.g. JOBQUEUE_STORE_PORT=9000); a flag wins over the variable.
+  The client and driver verbs read:
+    JOBQUEUE_STORE_URL         the store's URL (default http://127.0.0.1:8080)
+    JOBQUEUE_STORE_TOKEN       the token to send
+    JOBQUEUE_STORE_TOKEN_FILE  a file holding the token, read again when the store refuses
+                               it (renew a long-lived driver's token by rewriting the file)
+    JOBQUEUE_STORE_DSID        run-driver's datasource
+    JOBQUEUE_STORE_ROOT_KEY    root keys '<id>:<hex>[,...]' instead of <data-dir>/root_keys.json
+
+exit status:
+  0  done (a waited or watched job ended complete)
+  1  the store refused the request or could not be reached (its sentence and code on stderr);
+     serve failed
+  2  bad usage: a bad option or argument, an unreadable file, no root key where token looked
+  3  a waited or watched job ended in another terminal status (failed, cancelled, forbidden)
+  4  --wait ended before the job did
+
+Run 'jobqueue-store <command> --help' for a command's options.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     parser = argparse.ArgumentParser(
-        prog="jobqueue-store", description="An asynchronous job-queue store with pub/sub."
+        prog="jobqueue-store",
+        description="An asynchronous job-queue store with pub/sub.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"jobqueue-store {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -118,15 +146,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="create or upgrade the database schema, then exit",
     )
 
-    token = commands.add_parser("token", help="print a new token")
-    token.add_argument("--role", required=True, choices=["client", "driver", "admin"])
+    token = commands.add_parser(
+        "token",
+        help="print a new token",
+        description="Print one token, minted from the store's current root key (read from "
+        "--data-dir or --root-key; never created here: 'serve' creates it on its first start).",
+    )
+    token.add_argument(
+        "--role",
+        required=True,
+        choices=["client", "driver", "admin"],
+        help="client: submits and follows its own jobs; driver: declares datasources and "
+        "reports job status; admin: everything, including /metrics",
+    )
     token.add_argument("--client", default=None, help="client id (required for role client)")
-    token.add_argument("--dsid", default=None, help="datasource(s) allowed, comma separated")
-    token.add_argument("--ttl", type=float, default=86400.0, help="lifetime in seconds")
+    token.add_argument(
+        "--dsid", default=None, help="datasource(s) allowed, comma separated (default: any)"
+    )
+    token.add_argument(
+        "--ttl",
+        type=float,
+        default=86400.0,
+        help="lifetime in seconds (default 86400, one day); 0: the token never expires, which "
+        "a client token also needs --allow-no-expiry for. Long-lived drivers: see --token-file",
+    )
+    token.add_argument(
+        "--allow-no-expiry",
+        action="store_true",
+        help="allow --ttl 0 for a client token (it stays valid until its root key is removed)",
+    )
     _store_options(token)
 
-    key = commands.add_parser("key", help="manage root keys in the data dir")
-    key.add_argument("action", choices=["list", "rotate", "remove"])
+    key = commands.add_parser(
+        "key",
+        help="manage root keys in the data dir",
+        description="list: the root key ids, the current one marked. rotate: add a fresh key and "
+        "make it current; tokens of the older keys still verify (creates the key file if there "
+        "is none). remove KEY_ID: revoke every token made from that key (rotate first if it is "
+        "the current one). A running store reads the changed keys on SIGHUP or restart.",
+    )
+    key.add_argument(
+        "action", choices=["list", "rotate", "remove"], help="list, rotate or remove (see above)"
+    )
     key.add_argument("key_id", nargs="?", help="the key to remove")
     add_option(key, "data-dir", "./data", "data directory")
     cli_verbs.register(commands)
@@ -287,17 +348,47 @@ def _run(coro: object) -> None:
         asyncio.run(coro)  # type: ignore[arg-type]
 
 
+def _no_key_file(command: str, exc: NoKeyFile) -> int:
+    print(
+        f"jobqueue-store {command}: no root key: {exc.path} does not exist. Pass the running "
+        "store's data directory (--data-dir DIR or JOBQUEUE_STORE_DATA_DIR) or its keys "
+        "(--root-key or JOBQUEUE_STORE_ROOT_KEY); 'jobqueue-store serve' creates the key on its "
+        "first start.",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def cmd_token(args: argparse.Namespace) -> int:
-    """Print one token."""
+    """Print one token, from the store's existing root key (never a new one: a token minted
+    from a key the running store does not hold would be refused)."""
     from jobqueue_store.auth import TokenAuthority
     from jobqueue_store.models import Role
-    from jobqueue_store.web.app import load_keyring
 
-    settings = Settings(data_dir=Path(args.data_dir), name=args.name, root_key=args.root_key)
-    authority = TokenAuthority(load_keyring(settings), settings.name)
+    if args.ttl < 0 or args.ttl != args.ttl:
+        print("jobqueue-store token: --ttl must be 0 (no expiry) or more", file=sys.stderr)
+        return 2
+    if args.ttl == 0 and args.role == "client" and not args.allow_no_expiry:
+        print(
+            "jobqueue-store token: a client token without expiry stays valid until its root key "
+            "is removed: pass --allow-no-expiry to mint it anyway, or give --ttl in seconds",
+            file=sys.stderr,
+        )
+        return 2
     dsids = [d for d in args.dsid.split(",") if d] if args.dsid else None
+
+    def mint(ring: KeyRing) -> str:
+        return TokenAuthority(ring, args.name).mint(
+            Role(args.role), client=args.client, dsids=dsids, ttl=args.ttl or None
+        )
+
     try:
-        token = authority.mint(Role(args.role), client=args.client, dsids=dsids, ttl=args.ttl)
+        mint(KeyRing.generate())  # a usage error is told before a key that cannot be found
+        token = mint(
+            KeyRing.from_env(args.root_key) if args.root_key else KeyRing.load(Path(args.data_dir))
+        )
+    except NoKeyFile as exc:
+        return _no_key_file("token", exc)
     except ValueError as exc:
         print(f"jobqueue-store token: {exc}", file=sys.stderr)
         return 2
@@ -307,25 +398,32 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_key(args: argparse.Namespace) -> int:
     """List, rotate or remove root keys."""
-    from jobqueue_store.keys import KeyRing
-
     data_dir = Path(args.data_dir)
-    if args.action == "rotate":
-        print(KeyRing.rotate(data_dir))
-    elif args.action == "remove":
-        if not args.key_id:
-            print("jobqueue-store key remove: name the key id to remove", file=sys.stderr)
-            return 2
-        KeyRing.remove(data_dir, args.key_id)
-    else:
-        ring = KeyRing.load_or_create(data_dir)
-        for key_id in ring.key_ids:
-            print(f"{key_id}{' (current)' if key_id == ring.current else ''}")
+    try:
+        if args.action == "rotate":
+            print(KeyRing.rotate(data_dir))
+        elif args.action == "remove":
+            if not args.key_id:
+                print("jobqueue-store key remove: name the key id to remove", file=sys.stderr)
+                return 2
+            KeyRing.remove(data_dir, args.key_id)
+        else:
+            ring = KeyRing.load(data_dir)
+            for key_id in ring.key_ids:
+                print(f"{key_id}{' (current)' if key_id == ring.current else ''}")
+    except NoKeyFile as exc:
+        return _no_key_file(f"key {args.action}", exc)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jobqueue-store`` command."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["run-driver"] and len(words) > 1:  # a built-in driver has its own options
+        from jobqueue_store import drivers
+
+        if drivers.is_builtin(words[1]):
+            return drivers.main(words[1], words[2:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":

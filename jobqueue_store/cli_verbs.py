@@ -6,17 +6,20 @@
     status DSID JOB [--wait [SECONDS]]                                a job's status record
     cancel DSID JOB                                                   ask for a job to be cancelled
     jobs DSID [--status S] [--limit N]                                your jobs, newest first
-    watch DSID [JOB] [--after SEQ]                                    follow live (progress bar)
+    watch DSID [JOB] [--after SEQ] [--forever]                        follow live (progress bar)
     run-driver MODULE:ATTR [--dsid DSID] [--state-file PATH]          run a Driver object
+    run-driver shell|http [OPTIONS]                                   run a built-in driver
 
 ``REQUEST`` and ``--schema`` are JSON text, ``@path`` to read a file, or ``-`` for standard input.
-Every verb takes ``--url`` and ``--token`` (defaults: ``JOBQUEUE_STORE_URL``, else
-``http://127.0.0.1:8080``, and ``JOBQUEUE_STORE_TOKEN``) and ``--json`` for output meant for
-scripts: one JSON document (``watch``: one notification per line).
+Every verb takes ``--url`` (default ``JOBQUEUE_STORE_URL``, else ``http://127.0.0.1:8080``; a URL
+without a scheme gets ``http://``), the token as ``--token`` or ``--token-file`` (defaults:
+``JOBQUEUE_STORE_TOKEN``, then ``JOBQUEUE_STORE_TOKEN_FILE``; a token file is read again when the
+store refuses the token, so a long-lived process picks up a renewed token), ``--retries`` and
+``--json`` for output meant for scripts: one JSON document (``watch``: one notification per line).
 
 Exit status: 0 done (a waited or watched job ended ``complete``); 1 the store refused the request
 or could not be reached (the store's sentence and code on standard error); 2 bad usage; 3 the job
-ended in another terminal status; 4 the wait ended before the job did.
+ended in another terminal status; 4 the wait ended before the job did. No verb prints a traceback.
 """
 
 from __future__ import annotations
@@ -35,8 +38,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from jobqueue_store import codec
-from jobqueue_store.client import DriverClient, JobClient, Notification
-from jobqueue_store.errors import StoreError
+from jobqueue_store.client import (
+    DriverClient,
+    JobClient,
+    Notification,
+    normalize_url,
+    read_token_file,
+)
+from jobqueue_store.errors import StoreError, Unavailable
 from jobqueue_store.models import JobRecord, Status
 
 __all__ = ["VERBS", "register", "run"]
@@ -64,16 +73,26 @@ def _connection_options() -> argparse.ArgumentParser:
     common.add_argument(
         "--url",
         default=None,
-        help=f"store URL (env JOBQUEUE_STORE_URL; default {DEFAULT_URL})",
+        help=f"store URL; 'host:port' means http://host:port (env JOBQUEUE_STORE_URL; default "
+        f"{DEFAULT_URL})",
     )
     common.add_argument(
         "--token", default=None, help="the token to send (env JOBQUEUE_STORE_TOKEN)"
     )
     common.add_argument(
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help="read the token from this file, and again whenever the store refuses the token "
+        "(expired): rewrite the file to renew the token of a running process "
+        "(env JOBQUEUE_STORE_TOKEN_FILE)",
+    )
+    common.add_argument(
         "--retries",
         type=int,
         default=5,
-        help="retries of a request on network errors, 503 and 429 (default 5)",
+        help="retries of a request on network errors, 503 and 429, with backoff, before giving "
+        "up with exit status 1 (default 5)",
     )
     common.add_argument("--json", action="store_true", help="machine-readable JSON output")
     return common
@@ -98,62 +117,103 @@ def register(commands: Any) -> None:
     datasource = commands.add_parser("datasource", help="declare or list datasources")
     actions = datasource.add_subparsers(dest="ds_action", required=True)
     put = actions.add_parser("put", parents=[common], help="declare or update a datasource")
-    put.add_argument("dsid")
+    put.add_argument("dsid", help="the datasource id")
     put.add_argument("--description", default="", help="what the datasource does")
     put.add_argument("--schema", default=None, help="request JSON Schema: JSON, @file or -")
     actions.add_parser("list", parents=[common], help="the datasources this token may use")
 
     submit = commands.add_parser("submit", parents=[common], help="submit a job")
-    submit.add_argument("dsid")
+    submit.add_argument("dsid", help="the datasource to submit to")
     submit.add_argument("request", help="the job's request: JSON, @file or - (standard input)")
     submit.add_argument("--job", default=None, help="the job id (default: a new GUID)")
     _wait_option(submit, "before printing its record")
 
     status = commands.add_parser("status", parents=[common], help="print a job's status record")
-    status.add_argument("dsid")
-    status.add_argument("job")
+    status.add_argument("dsid", help="the datasource")
+    status.add_argument("job", help="the job id")
     _wait_option(status, "first")
 
     cancel = commands.add_parser("cancel", parents=[common], help="ask for a job's cancellation")
-    cancel.add_argument("dsid")
-    cancel.add_argument("job")
+    cancel.add_argument("dsid", help="the datasource")
+    cancel.add_argument("job", help="the job id")
 
     jobs = commands.add_parser("jobs", parents=[common], help="list your jobs, newest first")
-    jobs.add_argument("dsid")
-    jobs.add_argument("--status", default=None, choices=[s.value for s in Status])
+    jobs.add_argument("dsid", help="the datasource")
+    jobs.add_argument(
+        "--status",
+        default=None,
+        choices=[s.value for s in Status],
+        help="only jobs in this status (default: all)",
+    )
     jobs.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
 
     watch = commands.add_parser(
         "watch", parents=[common], help="follow a job (until it ends) or a whole datasource"
     )
-    watch.add_argument("dsid")
-    watch.add_argument("job", nargs="?", default=None)
+    watch.add_argument("dsid", help="the datasource")
+    watch.add_argument("job", nargs="?", default=None, help="the job to follow (default: all)")
     watch.add_argument(
         "--after", type=int, default=None, help="first replay notifications after this seq"
     )
+    watch.add_argument(
+        "--forever",
+        action="store_true",
+        help="never give up on an unreachable store: retry with backoff, printing one line per "
+        "failed attempt (without it, watch gives up after --retries failed attempts in a row)",
+    )
 
     run_driver = commands.add_parser(
-        "run-driver", parents=[common], help="run a Driver object: MODULE:ATTR"
+        "run-driver",
+        parents=[common],
+        help="run a driver: built in (shell, http) or MODULE:ATTR",
+        description="Run a built-in driver (shell, http) or a jobqueue_store.driver.Driver until "
+        "SIGINT or SIGTERM: declare its datasource, follow the request stream, run its handler "
+        "per job. With --token-file the token can be renewed without a restart.",
     )
     run_driver.add_argument(
-        "target", help="module (dotted name or .py file) and the Driver's name, 'module:driver'"
+        "target",
+        help="a built-in driver, shell or http (see 'run-driver NAME --help' for its options), "
+        "or a module (dotted name or .py file) and the Driver's name, 'module:driver'",
     )
-    run_driver.add_argument("--dsid", default=os.environ.get("JOBQUEUE_STORE_DSID"))
-    run_driver.add_argument("--state-file", default=None, help="where the resume mark is kept")
-    run_driver.add_argument("--concurrency", type=int, default=None)
-    run_driver.add_argument("--log-level", default="INFO")
+    run_driver.add_argument(
+        "--dsid",
+        default=os.environ.get("JOBQUEUE_STORE_DSID"),
+        help="the datasource to serve (env JOBQUEUE_STORE_DSID; default: the Driver's own)",
+    )
+    run_driver.add_argument(
+        "--state-file",
+        default=None,
+        metavar="PATH",
+        help="where the resume mark is kept across restarts (default: the Driver's own, else "
+        ".jobqueue-driver-<DSID>.json in the current directory)",
+    )
+    run_driver.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="jobs run at the same time (default: the Driver's own, 4 unless it says otherwise)",
+    )
+    run_driver.add_argument(
+        "--log-level", default="INFO", help="logging level: DEBUG, INFO, WARNING (default INFO)"
+    )
 
 
 # dispatch ---------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    """Run the verb parsed into ``args``; returns the exit status."""
+    """Run the verb parsed into ``args``; returns the exit status. Never raises: every failure
+    is one line on standard error (the store's sentence and code) and an exit status."""
     try:
+        if args.retries < 0:
+            raise UsageError("--retries must be 0 or more")
         if args.command == "run-driver":
             return _run_driver(args)
-        args.url = args.url or os.environ.get("JOBQUEUE_STORE_URL") or DEFAULT_URL
-        args.token = args.token or os.environ.get("JOBQUEUE_STORE_TOKEN")
+        args.url = _url(args.url or os.environ.get("JOBQUEUE_STORE_URL") or DEFAULT_URL)
+        args.token, args.token_file = _credentials(args)
         if not args.token:
-            raise UsageError("a token is needed: pass --token or set JOBQUEUE_STORE_TOKEN")
+            raise UsageError(
+                "a token is needed: pass --token or --token-file, or set JOBQUEUE_STORE_TOKEN "
+                "or JOBQUEUE_STORE_TOKEN_FILE"
+            )
         verb = VERB_FUNCTIONS.get(args.command)
         if verb is None:
             raise UsageError(f"unknown command {args.command!r}")
@@ -166,6 +226,43 @@ def run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"jobqueue-store {args.command}: {exc.message} ({exc.code})", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:  # a bug or an unforeseen reply: still one line, no traceback
+        logging.getLogger("jobqueue_store.cli").debug("unexpected error", exc_info=True)
+        print(
+            f"jobqueue-store {args.command}: unexpected error: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+
+
+def _url(value: str) -> str:
+    try:
+        return normalize_url(value)
+    except ValueError as exc:
+        raise UsageError(f"--url: {exc}") from None
+
+
+def _credentials(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """``(token, token file)``: the first of ``--token``, ``--token-file``,
+    ``JOBQUEUE_STORE_TOKEN`` and ``JOBQUEUE_STORE_TOKEN_FILE`` that is set."""
+    if args.token and args.token_file:
+        raise UsageError("pass --token or --token-file, not both")
+    env_file = os.environ.get("JOBQUEUE_STORE_TOKEN_FILE")
+    if args.token:
+        return args.token, None
+    path = args.token_file or (None if os.environ.get("JOBQUEUE_STORE_TOKEN") else env_file)
+    if path:
+        try:
+            return read_token_file(path), path
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return os.environ.get("JOBQUEUE_STORE_TOKEN") or None, None
+
+
+def _connect_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"token_file": args.token_file, "retries": args.retries}
 
 
 def _read_json(value: str, what: str) -> Any:
@@ -226,7 +323,7 @@ async def _wait(client: JobClient, args: argparse.Namespace, dsid: str, job: str
 
 # verbs ------------------------------------------------------------------------------------------
 async def _datasource(args: argparse.Namespace) -> int:
-    async with DriverClient(args.url, args.token, retries=args.retries) as client:
+    async with DriverClient(args.url, args.token, **_connect_kwargs(args)) as client:
         if args.ds_action == "list":
             datasources = await client.catalogue()
             if args.json:
@@ -245,7 +342,7 @@ async def _datasource(args: argparse.Namespace) -> int:
 
 async def _submit(args: argparse.Namespace) -> int:
     request = _read_json(args.request, "the request")
-    async with JobClient(args.url, args.token, retries=args.retries) as client:
+    async with JobClient(args.url, args.token, **_connect_kwargs(args)) as client:
         record = await client.submit(args.dsid, request, args.job)
         if args.wait is not None:
             record = await _wait(client, args, args.dsid, record.job)
@@ -256,7 +353,7 @@ async def _submit(args: argparse.Namespace) -> int:
 
 
 async def _status(args: argparse.Namespace) -> int:
-    async with JobClient(args.url, args.token, retries=args.retries) as client:
+    async with JobClient(args.url, args.token, **_connect_kwargs(args)) as client:
         if args.wait is not None:
             record = await _wait(client, args, args.dsid, args.job)
             _show(args, record)
@@ -266,7 +363,7 @@ async def _status(args: argparse.Namespace) -> int:
 
 
 async def _cancel(args: argparse.Namespace) -> int:
-    async with JobClient(args.url, args.token, retries=args.retries) as client:
+    async with JobClient(args.url, args.token, **_connect_kwargs(args)) as client:
         _show(args, await client.cancel(args.dsid, args.job))
         return EXIT_OK
 
@@ -274,7 +371,7 @@ async def _cancel(args: argparse.Namespace) -> int:
 async def _jobs(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
-    async with JobClient(args.url, args.token, retries=args.retries) as client:
+    async with JobClient(args.url, args.token, **_connect_kwargs(args)) as client:
         records: list[JobRecord] = []
         page_size = min(args.limit, 1000)
         async for record in client.jobs(args.dsid, status=args.status, page_size=page_size):
@@ -317,15 +414,33 @@ class _Watcher:
         sys.stdout.flush()
 
 
+def _print_retry(attempt: int, error: StoreError, delay: float) -> None:
+    print(
+        f"jobqueue-store watch: {error.message.rstrip('.')} ({error.code}); attempt {attempt} "
+        f"failed, retrying in {delay:.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 async def _watch(args: argparse.Namespace) -> int:
     watcher = _Watcher(args)
-    async with JobClient(args.url, args.token, retries=args.retries) as client:
-        sub = client.subscribe(args.dsid, after=args.after)
+    async with JobClient(args.url, args.token, **_connect_kwargs(args)) as client:
+        sub = client.subscribe(
+            args.dsid,
+            after=args.after,
+            retries=None if args.forever else args.retries,
+            on_retry=_print_retry if args.forever else None,
+        )
         async with sub:
             version = 0
             if args.job is not None:
                 # Subscribed first, then read: no change can fall between the two.
-                record = await client.status(args.dsid, args.job)
+                record = (
+                    await _status_forever(client, args)
+                    if args.forever
+                    else (await client.status(args.dsid, args.job))
+                )
                 version = record.version
                 watcher.show(None, record, None)
                 if record.terminal:
@@ -342,8 +457,26 @@ async def _watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _status_forever(client: JobClient, args: argparse.Namespace) -> JobRecord:
+    """``watch --forever``: the job's record, however long the store stays unreachable."""
+    attempt = 0
+    while True:
+        try:
+            return await client.status(args.dsid, args.job)
+        except Unavailable as exc:  # ConnectionFailed included, after the client's own retries
+            attempt += 1
+            delay = min(5.0 * attempt, 30.0)
+            _print_retry(attempt, exc, delay)
+            await asyncio.sleep(delay)
+
+
 def load_driver(target: str) -> Any:
-    """The object named by ``MODULE:ATTR`` (``MODULE`` a dotted name or a ``.py`` path)."""
+    """The object named by ``MODULE:ATTR`` (``MODULE`` a dotted name or a ``.py`` path), or the
+    built-in driver of that name (``shell``, ``http``), configured from the environment."""
+    from jobqueue_store import drivers
+
+    if drivers.is_builtin(target):
+        return drivers.builtin_driver(target)
     module_name, sep, attr = target.rpartition(":")
     if not sep or not module_name or not attr:
         raise UsageError(f"{target!r} is not MODULE:ATTR (e.g. examples/shell_driver.py:driver)")
@@ -354,7 +487,10 @@ def load_driver(target: str) -> Any:
             raise UsageError(f"cannot load {module_name}: no such Python file")
         module = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise UsageError(f"cannot load {module_name}: {type(exc).__name__}: {exc}") from None
     else:
         if "" not in sys.path and os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
@@ -362,6 +498,8 @@ def load_driver(target: str) -> Any:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise UsageError(f"cannot import {module_name}: {exc}") from None
+        except Exception as exc:
+            raise UsageError(f"cannot load {module_name}: {type(exc).__name__}: {exc}") from None
     try:
         return getattr(module, attr)
     except AttributeError:
@@ -390,15 +528,21 @@ def _run_driver(args: argparse.Namespace) -> int:
         driver = found()  # a factory
     if not isinstance(driver, Driver):
         raise UsageError(f"{args.target} is not a jobqueue_store.driver.Driver")
+    token, token_file = _credentials(args)
     driver.configure(
-        url=args.url or os.environ.get("JOBQUEUE_STORE_URL") or driver.url or DEFAULT_URL,
-        token=args.token or os.environ.get("JOBQUEUE_STORE_TOKEN"),
+        url=_url(args.url or os.environ.get("JOBQUEUE_STORE_URL") or driver.url or DEFAULT_URL),
+        token=token,
+        token_file=token_file,
         dsid=args.dsid,
         state_file=args.state_file,
         concurrency=args.concurrency,
+        retries=args.retries,
     )
     if not driver.token:
-        raise UsageError("a driver token is needed: pass --token or set JOBQUEUE_STORE_TOKEN")
+        raise UsageError(
+            "a driver token is needed: pass --token or --token-file, or set "
+            "JOBQUEUE_STORE_TOKEN or JOBQUEUE_STORE_TOKEN_FILE"
+        )
     if not driver.dsid:
         raise UsageError("name the datasource: pass --dsid or set JOBQUEUE_STORE_DSID")
     try:

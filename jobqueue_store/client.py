@@ -18,13 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -53,6 +56,8 @@ __all__ = [
     "SyncJobClient",
     "error_from_reply",
     "new_job_id",
+    "normalize_url",
+    "read_token_file",
 ]
 
 log = logging.getLogger("jobqueue_store.client")
@@ -97,6 +102,46 @@ def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
+_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def normalize_url(url: str) -> str:
+    """The store's base URL: ``http://`` added when no scheme is given (``localhost:8080``), no
+    trailing slash. Raises ``ValueError`` with a sentence saying what to write instead."""
+    text = url.strip()
+    example = "e.g. http://127.0.0.1:8080"
+    if not text:
+        raise ValueError(f"the store URL is empty: give one, {example}")
+    if not _SCHEME_RE.match(text):
+        text = "http://" + text
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(
+            f"the store URL {url!r} is not an http:// or https:// URL: write it as {example}"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or port == -1 or parts.query or parts.fragment or " " in text:
+        raise ValueError(f"{url!r} is not a store URL: write it as {example}")
+    return text.rstrip("/")
+
+
+def read_token_file(path: str | Path) -> str:
+    """The token held in the file ``path`` (surrounding whitespace removed). Raises
+    ``ValueError`` with a sentence if it cannot be read or is empty."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read the token file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"the token file {path} is not text: it should hold one token") from None
+    if not token:
+        raise ValueError(f"the token file {path} is empty: it should hold one token")
+    return token
+
+
 def error_from_reply(status: int, body: bytes, retry_after: str | None = None) -> StoreError:
     """The exception for an error reply: the class of its ``code``, with the store's sentence."""
     message = f"The store answered HTTP {status}."
@@ -129,6 +174,22 @@ def error_from_reply(status: int, body: bytes, retry_after: str | None = None) -
 
 def _retryable(exc: StoreError) -> bool:
     return isinstance(exc, Unavailable | TooMany)  # ConnectionFailed included
+
+
+def _unreachable(url: str, exc: BaseException) -> ConnectionFailed:
+    """A :class:`ConnectionFailed` for ``exc`` with a short reason a person can act on."""
+    reason: str
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        reason = f"the host name {urlsplit(url).hostname!r} could not be resolved"
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        errno = getattr(exc.os_error, "errno", None)
+        # "Connection refused" rather than asyncio's "Connect call failed ('127.0.0.1', 1)".
+        reason = (os.strerror(errno) if errno else str(exc.os_error) or "no connection").lower()
+    elif isinstance(exc, TimeoutError):
+        reason = "no answer in time"
+    else:
+        reason = str(exc) or type(exc).__name__
+    return ConnectionFailed(f"Could not reach the store at {url}: {reason}.")
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
@@ -226,15 +287,23 @@ class _Http:
     def __init__(
         self,
         url: str,
-        token: str,
+        token: str | None = None,
         *,
+        token_file: str | Path | None = None,
         session: aiohttp.ClientSession | None = None,
         timeout: float = 30.0,
         retries: int = 5,
         backoff: float = 0.2,
         max_backoff: float = 5.0,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.url = normalize_url(url)
+        self.token_file = Path(token_file) if token_file is not None else None
+        """A file holding the token, re-read when the store refuses the token (401): an operator
+        rotates tokens by rewriting it, without restarting the process."""
+        if not token:
+            if self.token_file is None:
+                raise ValueError("a token is needed: pass token or token_file")
+            token = read_token_file(self.token_file)
         self.token = token
         self.timeout = timeout
         self.retries = retries
@@ -255,6 +324,21 @@ class _Http:
     def headers(self) -> dict[str, str]:
         """The authentication header."""
         return {"Authorization": f"Bearer {self.token}"}
+
+    def reload_token(self) -> bool:
+        """Re-read :attr:`token_file`; True if it now holds another token (then in use)."""
+        if self.token_file is None:
+            return False
+        try:
+            token = read_token_file(self.token_file)
+        except ValueError as exc:
+            log.warning("token not reloaded: %s", exc)
+            return False
+        if token == self.token:
+            return False
+        log.info("token reloaded from %s", self.token_file)
+        self.token = token
+        return True
 
     async def close(self) -> None:
         """Close the session if this client created it."""
@@ -285,11 +369,21 @@ class _Http:
     ) -> tuple[int, Any, Mapping[str, str]]:
         """One call, retried on transient failures: ``(status, decoded body, headers)``."""
         attempt = 0
+        reloaded = False
         while True:
             try:
                 return await self._once(method, path, body, params, wait, expect_json)
+            except Unauthorized:
+                # An expired (or revoked) token: the token file may hold its successor by now.
+                if reloaded or not self.reload_token():
+                    raise
+                reloaded = True
+                continue
             except StoreError as exc:
                 if not _retryable(exc) or attempt >= self.retries:
+                    if attempt and isinstance(exc, ConnectionFailed):
+                        exc.message = _gave_up(exc.message, attempt)
+                        exc.args = (exc.message,)
                     raise
                 delay = backoff_delay(attempt, self.backoff, self.max_backoff)
                 if isinstance(exc, TooMany):
@@ -320,13 +414,17 @@ class _Http:
                 raw = await resp.read()
                 if resp.status >= 400:
                     raise error_from_reply(resp.status, raw, resp.headers.get("Retry-After"))
-                decoded = codec.loads(raw) if expect_json and raw else raw
+                try:
+                    decoded = codec.loads(raw) if expect_json and raw else raw
+                except codec.JSONDecodeError:
+                    raise ConnectionFailed(
+                        f"The reply from {self.url} is not JSON: is this the URL of a "
+                        "jobqueue-store?"
+                    ) from None
                 return resp.status, decoded, resp.headers
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise ConnectionFailed(
-                f"Could not reach the store at {self.url}: {exc or type(exc).__name__}."
-            ) from exc
-        except aiohttp.ClientResponseError as exc:
+            raise _unreachable(self.url, exc) from exc
+        except aiohttp.ClientError as exc:
             raise ConnectionFailed(f"Bad reply from the store at {self.url}: {exc}.") from exc
 
     def subscription(
@@ -335,13 +433,24 @@ class _Http:
         parse: Callable[[dict[str, Any]], T],
         seq_of: Callable[[T], int],
         after: int | None,
+        *,
+        retries: int | None = None,
+        on_retry: RetryCallback | None = None,
     ) -> Subscription[T]:
-        """A reconnecting websocket subscription to ``path``."""
-        return Subscription(self, path, parse, seq_of, after)
+        """A reconnecting websocket subscription to ``path`` (see :class:`Subscription`)."""
+        return Subscription(self, path, parse, seq_of, after, retries=retries, on_retry=on_retry)
+
+
+def _gave_up(message: str, retries: int) -> str:
+    return (
+        f"{message.rstrip('.')}; gave up after {retries} {'retry' if retries == 1 else 'retries'}."
+    )
 
 
 _Self = TypeVar("_Self", bound=_Http)
 T = TypeVar("T")
+RetryCallback = Callable[[int, StoreError, float], None]
+"""Called after each failed connection attempt: ``(attempt number from 1, why, delay)``."""
 
 
 class Subscription(Generic[T]):
@@ -351,7 +460,12 @@ class Subscription(Generic[T]):
     jitter, and never yields an item whose ``seq`` is not larger than the last one yielded.
     ``last_seq`` is the ``seq`` of the last item yielded (or the ``after`` given). With
     ``after=None`` the stream starts live; once one item is seen, every reconnect replays.
-    An expired or refused token (close 4001, handshake 401/403/404) ends it with the error.
+    An expired or refused token (close 4001, handshake 400/401/403/404) ends it with the store's
+    error, unless the client's token file holds a new token: then it reconnects with that one.
+
+    ``retries``: how many times in a row a connection attempt may fail (store unreachable, 503,
+    429) before iteration raises :class:`ConnectionFailed`; ``None`` (the default) retries forever.
+    ``on_retry`` is told of every failed attempt.
     """
 
     def __init__(
@@ -363,8 +477,12 @@ class Subscription(Generic[T]):
         after: int | None,
         *,
         heartbeat: float = 20.0,
+        retries: int | None = None,
+        on_retry: RetryCallback | None = None,
     ) -> None:
         self._http = http
+        self._retries = retries
+        self._on_retry = on_retry
         self._path = path
         self._parse = parse
         self._seq_of = seq_of
@@ -432,6 +550,11 @@ class Subscription(Generic[T]):
                 code = int(msg.data)
             await self._drop()
             if code == CLOSE_TOKEN_EXPIRED:
+                if self._http.reload_token():
+                    log.info(
+                        "subscription %s: token expired; resuming with the new one", self._path
+                    )
+                    continue
                 self._closed = True
                 raise Unauthorized(
                     f"The store closed the subscription: the token expired ({msg.extra or code})."
@@ -447,11 +570,13 @@ class Subscription(Generic[T]):
 
     async def _connect(self) -> None:
         attempt = 0
+        reloaded = False
+        url = self._http.url + self._path
         while not self._closed:
             params = {} if self.last_seq is None else {"after": str(self.last_seq)}
             try:
                 self._ws = await self._http.session.ws_connect(
-                    self._http.url + self._path,
+                    url,
                     headers=self._http.headers,
                     params=params,
                     heartbeat=self._heartbeat,
@@ -461,20 +586,51 @@ class Subscription(Generic[T]):
                     log.info("subscription %s resumed after seq %s", self._path, self.last_seq)
                 return
             except aiohttp.WSServerHandshakeError as exc:
-                cls = ERRORS_BY_STATUS.get(exc.status, StoreError)
-                if cls in (BadRequest, Unauthorized, Forbidden, NotFound):
+                error = await self._refusal(exc.status, params)
+                if exc.status == Unauthorized.status and not reloaded and self._http.reload_token():
+                    reloaded = True
+                    continue
+                if exc.status in (400, 401, 403, 404):
                     self._closed = True
-                    raise cls(
-                        f"The store refused the subscription to {self._path}: "
-                        f"HTTP {exc.status} {exc.message}."
-                    ) from exc
-                reason: object = exc
+                    raise error from None
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                reason = exc
+                error = _unreachable(self._http.url, exc)
+            if self._retries is not None and attempt >= self._retries:
+                self._closed = True
+                if attempt and isinstance(error, ConnectionFailed):
+                    error.message = _gave_up(error.message, attempt)
+                    error.args = (error.message,)
+                raise error
             delay = backoff_delay(attempt, self._http.backoff, self._http.max_backoff)
-            log.info("subscription %s: %s; reconnecting in %.2fs", self._path, reason, delay)
+            if isinstance(error, TooMany):
+                delay = max(delay, error.retry_after)
             attempt += 1
+            log.info("subscription %s: %s; reconnecting in %.2fs", self._path, error, delay)
+            if self._on_retry is not None:
+                self._on_retry(attempt, error, delay)
             await asyncio.sleep(delay)
+
+    async def _refusal(self, status: int, params: dict[str, str]) -> StoreError:
+        """The store's own error for a refused handshake. The handshake's reply body is not
+        kept by aiohttp, so the same request is made once more as a plain GET: every check
+        that refuses a subscription (token, caveats, datasource, ``after``, limits) runs before
+        the upgrade, and gives the same answer with its JSON body."""
+        try:
+            async with self._http.session.get(
+                self._http.url + self._path,
+                headers=self._http.headers,
+                params=params,
+                timeout=aiohttp.ClientTimeout(total=self._http.timeout),
+            ) as resp:
+                raw = await resp.read()
+                if resp.status == status:
+                    return error_from_reply(status, raw, resp.headers.get("Retry-After"))
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            pass
+        cls = ERRORS_BY_STATUS.get(status, StoreError)
+        error = cls(f"The store refused the subscription to {self._path}: HTTP {status}.")
+        error.status = status
+        return error
 
 
 class JobClient(_Http):
@@ -572,14 +728,27 @@ class JobClient(_Http):
                 return
             cursor = page.next_cursor
 
-    def subscribe(self, dsid: str, *, after: int | None = None) -> Subscription[Notification]:
+    def subscribe(
+        self,
+        dsid: str,
+        *,
+        after: int | None = None,
+        retries: int | None = None,
+        on_retry: RetryCallback | None = None,
+    ) -> Subscription[Notification]:
         """Notifications of the caller's jobs on ``dsid`` (``GET /sub/<DSID>/job``).
 
         An async iterator (and async context manager) that reconnects with ``after=`` by itself
         and never yields a duplicate. ``after`` replays notifications with a larger ``seq`` first.
+        ``retries`` and ``on_retry``: see :class:`Subscription` (default: retry forever).
         """
         return self.subscription(
-            _path("sub", dsid, "job"), Notification.from_wire, lambda n: n.seq, after
+            _path("sub", dsid, "job"),
+            Notification.from_wire,
+            lambda n: n.seq,
+            after,
+            retries=retries,
+            on_retry=on_retry,
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -9,6 +10,14 @@ import orjson
 from jobqueue_store.errors import BadRequest
 
 JSONDecodeError = orjson.JSONDecodeError
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+"""Maps every digit to ``0`` and every other byte to a space: runs of digits are found in C."""
+_LONG_RUN = b"0" * 19
+"""19 digits in a row: the shortest run that can spell an integer outside signed 64 bits
+(2^63 has 19 digits). orjson turns such integers into floats or keeps them up to 2^64 - 1."""
 
 
 def dumps(value: Any) -> bytes:
@@ -36,6 +45,30 @@ def parse_body(data: bytes) -> Any:
     if not data:
         raise BadRequest("The request body is empty: send a JSON object.")
     try:
-        return orjson.loads(data)
+        value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}.") from None
+    if _LONG_RUN in data.translate(_DIGITS_AS_ZERO):
+        _check_integers(data)
+    return value
+
+
+def _int64(text: str) -> int:
+    # A length check first: int() refuses more than 4,300 digits with a ValueError.
+    if len(text) > 20 or not INT64_MIN <= (number := int(text)) <= INT64_MAX:
+        raise BadRequest(
+            f"The request body has the integer {text[:40]}{'...' if len(text) > 40 else ''}, "
+            "outside -2^63..2^63-1: integers must fit in 64 bits (send a larger number as a "
+            "string, or as a float such as 1e30)."
+        )
+    return number
+
+
+def _check_integers(data: bytes) -> None:
+    """Raise :class:`BadRequest` if ``data`` (valid JSON) has an integer outside signed 64 bits.
+
+    orjson would turn it into a float (or keep it up to 2^64 - 1), altering the request
+    silently; only bodies with a run of 19+ digits (maybe in a string) are parsed again, with
+    the standard library, which keeps integers exact.
+    """
+    json.loads(data, parse_int=_int64)

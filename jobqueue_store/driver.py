@@ -169,9 +169,14 @@ class Driver:
         retry_backoff: float = 1.0,
         max_retry_backoff: float = 60.0,
         shutdown_grace: float = 10.0,
+        token_file: str | Path | None = None,
     ) -> None:
         self.url = url
         self.token = token
+        self.token_file = Path(token_file) if token_file is not None else None
+        """A file holding the token, re-read when the store refuses the token (see the client)."""
+        self.retries = 5
+        """Retries of each request to the store on network errors, 503 and 429 (the client's)."""
         self.dsid = dsid
         self.description = description
         self.request_schema = request_schema
@@ -208,12 +213,18 @@ class Driver:
         dsid: str | None = None,
         state_file: str | Path | None = None,
         concurrency: int | None = None,
+        token_file: str | Path | None = None,
+        retries: int | None = None,
     ) -> None:
         """Set the options that are given (None leaves an option as it is)."""
         if url is not None:
             self.url = url
         if token is not None:
             self.token = token
+        if token_file is not None:
+            self.token_file = Path(token_file)
+        if retries is not None:
+            self.retries = retries
         if dsid is not None:
             self.dsid = dsid
         if state_file is not None:
@@ -252,7 +263,7 @@ class Driver:
         """Declare the datasource, then handle its request stream until :meth:`stop`."""
         if self._handler is None:
             raise ValueError("The driver has no handler: decorate one with @driver.handler.")
-        if not self.url or not self.token or not self.dsid:
+        if not self.url or not (self.token or self.token_file) or not self.dsid:
             raise ValueError("The driver needs a store URL, a driver token and a datasource id.")
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -260,7 +271,9 @@ class Driver:
         self._slots = asyncio.Semaphore(self.concurrency)
         state = self._state_path()
         self._after = self._max_seen = load_state(state) or 0
-        async with DriverClient(self.url, self.token) as client:
+        async with DriverClient(
+            self.url, self.token, token_file=self.token_file, retries=self.retries
+        ) as client:
             self._client = client
             await client.put_datasource(self.dsid, self.description, self.request_schema)
             stream = client.stream(self.dsid, after=self._after)

@@ -29,7 +29,7 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["ENV_VAR", "KEY_FILE", "MIN_KEY_BYTES", "KeyRing"]
+__all__ = ["ENV_VAR", "KEY_FILE", "MIN_KEY_BYTES", "KeyRing", "NoKeyFile"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,14 @@ MIN_KEY_BYTES = 32
 """The shortest secret accepted."""
 KEY_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _HEX_RE = re.compile(r"(?:[0-9a-fA-F]{2})+")
+
+
+class NoKeyFile(ValueError):
+    """The data directory holds no root key file (``path``: where it was looked for)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(f"The root key file {path} does not exist.")
 
 
 def _new_key_id() -> str:
@@ -156,7 +164,9 @@ class KeyRing:
 
     @classmethod
     def load(cls, data_dir: Path) -> KeyRing:
-        """Read the ring from ``<data_dir>/root_keys.json``, which must exist."""
+        """Read the ring from ``<data_dir>/root_keys.json``, which must exist (else
+        :class:`NoKeyFile`). Never creates a key: only the store (``serve``) and ``rotate`` do,
+        so that a token is never minted from a key the running store does not hold."""
         ring = cls.__new__(cls)
         ring._load_into(Path(data_dir) / KEY_FILE)
         return ring
@@ -164,7 +174,8 @@ class KeyRing:
     @classmethod
     def load_or_create(cls, data_dir: Path) -> KeyRing:
         """Read ``<data_dir>/root_keys.json``, creating the directory (0700) and a fresh key
-        (file 0600) on first start."""
+        (file 0600) on first start. For the store itself (and ``rotate``): a command that only
+        mints or lists tokens uses :meth:`load`."""
         data_dir = Path(data_dir)
         if not data_dir.exists():
             data_dir.mkdir(parents=True, mode=0o700)
@@ -189,7 +200,7 @@ class KeyRing:
         try:
             mode = stat.S_IMODE(path.stat().st_mode)
         except FileNotFoundError:
-            raise ValueError(f"The root key file {where} does not exist.") from None
+            raise NoKeyFile(path.absolute()) from None
         if mode & 0o077:
             log.warning(
                 "Root key file %s had mode %o, readable by others: tightened to 600. "
@@ -226,7 +237,9 @@ class KeyRing:
 
         A running store sees the change after ``reload`` (or a restart).
         """
-        ring = cls.load_or_create(data_dir)
+        if not (Path(data_dir) / KEY_FILE).exists():
+            return cls.load_or_create(data_dir).current  # the first key is the rotation
+        ring = cls.load(data_dir)
         key_id = _new_key_id()
         while key_id in ring._keys:
             key_id = _new_key_id()

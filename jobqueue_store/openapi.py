@@ -485,7 +485,8 @@ def document() -> dict[str, Any]:
             "title": "jobqueue-store",
             "version": __version__,
             "description": "An asynchronous job-queue store with per-client publish/subscribe. "
-            "Websocket endpoints (/sub/<DSID>/job, /sub/<DSID>/jobs) are described in SPEC.md.",
+            "Websocket endpoints (/sub/<DSID>/job, /sub/<DSID>/jobs) are described in "
+            "docs/protocol.md, served at /ui/docs/protocol.md.",
         },
         "jsonSchemaDialect": METASCHEMA,
         "security": [{"bearer": []}, {"apiKey": []}],

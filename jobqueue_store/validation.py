@@ -48,6 +48,17 @@ def _no_unknown(body: Mapping[str, Any], allowed: frozenset[str], what: str) -> 
         )
 
 
+def _no_nul(text: str, field: str) -> None:
+    """Refuse U+0000 in a text field the store keeps as text (PostgreSQL cannot store it in
+    ``TEXT``; SQLite could, so both refuse it alike). JSON values (``request``, ``response``,
+    ``request_schema``) keep it: they are stored encoded, where it is the escape ``\\u0000``."""
+    if "\x00" in text:
+        raise BadRequest(
+            f'"{field}" contains a NUL character (U+0000), which the store does not keep in '
+            "text: remove it."
+        )
+
+
 def job_id(value: Any) -> str:
     """A client-allocated job id: 1-128 of ``A-Z a-z 0-9 . _ ~ : -``."""
     if not isinstance(value, str) or not JOB_ID_RE.fullmatch(value):
@@ -101,6 +112,8 @@ def status_update(body: Any) -> StatusUpdate:
     error = obj.get("error")
     if error is not None and (not isinstance(error, str) or len(error) > MAX_ERROR_TEXT):
         raise BadRequest('"error" must be a string of at most 64 KiB describing what went wrong.')
+    if error is not None:
+        _no_nul(error, "error")
     progress = obj.get("progress")
     if progress is not None:
         if (
@@ -247,6 +260,7 @@ def datasource_body(body: Any) -> tuple[str, dict[str, Any] | None]:
     description = obj.get("description", "")
     if not isinstance(description, str):
         raise BadRequest('"description" must be a string.')
+    _no_nul(description, "description")
     schema = obj.get("request_schema")
     if schema is not None and not isinstance(schema, dict | bool):
         raise BadRequest('"request_schema" must be a JSON Schema (an object).')

@@ -12,12 +12,19 @@ import contextlib
 import glob
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tests.procs import free_port
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (not tests.procs': that module reads the
+    PostgreSQL DSN when imported, and tests/conftest.py uses this one before deciding it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _bindir() -> Path:
@@ -27,18 +34,22 @@ def _bindir() -> Path:
             return Path(candidate)
     found = shutil.which("pg_ctl")
     if found is None:
-        raise RuntimeError("PostgreSQL's pg_ctl is not installed: the fault tests need it.")
+        raise RuntimeError("PostgreSQL's pg_ctl is not installed")
     return Path(found).resolve().parent
 
 
 class PostgresServer:
-    """One private PostgreSQL cluster: :meth:`start`, :meth:`stop`, :meth:`restart`."""
+    """One private PostgreSQL cluster: :meth:`start`, :meth:`stop`, :meth:`restart`.
 
-    def __init__(self, root: Path) -> None:
+    ``settings`` are extra server settings (``name=value``), e.g. ``fsync=off`` for a cluster
+    whose data nobody needs after the run."""
+
+    def __init__(self, root: Path, settings: Sequence[str] = ()) -> None:
         self.root = root
         self.data = root / "data"
         self.port = free_port()
         self.bindir = _bindir()
+        self.settings = tuple(settings)
         self._as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
     @property
@@ -64,6 +75,7 @@ class PostgresServer:
 
     def _ctl(self, action: str, *extra: str) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        options += "".join(f" -c {setting}" for setting in self.settings)
         self._run(
             "pg_ctl", action, "-D", str(self.data), "-w", "-t", "60",
             "-l", str(self.root / "server.log"), "-o", options, *extra,
@@ -83,13 +95,22 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
-    """A started private server in a temporary directory; stopped and removed afterwards."""
+def postgres_server(settings: Sequence[str] = ()) -> Iterator[PostgresServer]:
+    """A started private server in a temporary directory; stopped and removed afterwards.
+    Raises ``RuntimeError`` if PostgreSQL is not installed or the server does not start."""
     # Not pytest's tmp_path: its parents are private to root, and the server runs as postgres.
+    bindir = _bindir()  # before anything is created: no binaries, nothing to clean up
     root = Path(tempfile.mkdtemp(prefix="jq-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    server = PostgresServer(root)
+    try:
+        if os.geteuid() == 0:
+            shutil.chown(root, "postgres", "postgres")
+    except (LookupError, OSError) as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(
+            f"PostgreSQL cannot run as root without a 'postgres' user: {exc}"
+        ) from None
+    server = PostgresServer(root, settings)
+    server.bindir = bindir
     try:
         server.init()
         server.start()

@@ -27,7 +27,8 @@ missed purged events.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from jobqueue_store.models import (
@@ -50,6 +51,32 @@ from jobqueue_store.schedules import (
 from jobqueue_store.timers import Clock
 
 Listener = Callable[[Sequence[Event | ScheduleEvent]], None]
+CommitObserver = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class DatasourceJobs:
+    """A datasource's jobs as monitoring sees them (:meth:`Store.job_stats`)."""
+
+    counts: Mapping[Status, int]
+    """How many jobs are in each status (every status present, 0 included)."""
+    oldest_unfinished_at: int | None
+    """The ``submitted_at`` (ms) of its oldest job not in a terminal status; None if none."""
+
+
+def job_stats_from(
+    dsids: Iterable[str],
+    counts: Iterable[tuple[str, str, int]],
+    oldest: Mapping[str, int],
+) -> dict[str, DatasourceJobs]:
+    """Assemble :meth:`Store.job_stats` from ``(dsid, status, count)`` rows and the oldest
+    unfinished ``submitted_at`` by datasource; statuses this version does not know are left out."""
+    table: dict[str, dict[Status, int]] = {dsid: dict.fromkeys(Status, 0) for dsid in dsids}
+    known = {s.value: s for s in Status}
+    for dsid, status, n in counts:
+        if dsid in table and status in known:
+            table[dsid][known[status]] = int(n)
+    return {dsid: DatasourceJobs(by_status, oldest.get(dsid)) for dsid, by_status in table.items()}
 
 
 class Store(abc.ABC):
@@ -69,6 +96,16 @@ class Store(abc.ABC):
     def _publish(self, events: Sequence[Event | ScheduleEvent]) -> None:
         if events and self._listener is not None:
             self._listener(events)
+
+    _commit_observer: CommitObserver | None = None
+
+    def set_commit_observer(self, observer: CommitObserver | None) -> None:
+        """Be told, after each group commit, how many writes it committed (for metrics)."""
+        self._commit_observer = observer
+
+    def _committed(self, writes: int) -> None:
+        if self._commit_observer is not None:
+            self._commit_observer(writes)
 
     # lifecycle ----------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -199,6 +236,32 @@ class Store(abc.ABC):
                 if cursor is None:
                     break
         return count
+
+    async def job_stats(self) -> dict[str, DatasourceJobs]:
+        """Every declared datasource's job count per status and its oldest unfinished job's
+        ``submitted_at``, read when ``/metrics`` is scraped.
+
+        Backends override this with two grouped queries (a count over every job, and the oldest
+        unfinished one over the index of unfinished jobs); this default pages through
+        :meth:`list_jobs`.
+        """
+        dsids = [d.id for d in await self.list_datasources()]
+        counts: dict[tuple[str, str], int] = {}
+        oldest: dict[str, int] = {}
+        for dsid in dsids:
+            cursor: str | None = None
+            while True:
+                page = await self.list_jobs(dsid, None, limit=1000, cursor=cursor)
+                for job in page.jobs:
+                    key = (dsid, job.status.value)
+                    counts[key] = counts.get(key, 0) + 1
+                    if not job.status.terminal:
+                        oldest[dsid] = min(oldest.get(dsid, job.submitted_at), job.submitted_at)
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+        rows = [(dsid, status, n) for (dsid, status), n in counts.items()]
+        return job_stats_from(dsids, rows, oldest)
 
     @abc.abstractmethod
     async def latest_entry(self, dsid: str) -> Event | None:

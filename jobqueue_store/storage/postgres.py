@@ -69,7 +69,7 @@ from jobqueue_store.schedules import (
 )
 from jobqueue_store.storage import postgres_leases as pl
 from jobqueue_store.storage import postgres_schedules as ps
-from jobqueue_store.storage.base import Store
+from jobqueue_store.storage.base import DatasourceJobs, Store, job_stats_from
 from jobqueue_store.storage.migrations import packaged
 from jobqueue_store.timers import Clock, SystemClock
 
@@ -1113,6 +1113,7 @@ class PostgresStore(Store):
                         ops = [c.op for c in batch if isinstance(c.op, _BatchOp)]
                         outcomes = await self._apply_jobs(conn, ops)
                 committed = True
+            self._committed(len(batch))
         except Exception as exc:
             if len(batch) > 1 and not isinstance(exc, StoreError) and not _is_unavailable(exc):
                 # The database refused a value of one command (set-based writes cannot tell
@@ -1273,6 +1274,27 @@ class PostgresStore(Store):
         return JobPage(
             jobs=[_row_record(r) for r in rows],
             next_cursor=str(rows[-1]["id"]) if more else None,
+        )
+
+    async def job_stats(self) -> dict[str, DatasourceJobs]:
+        """Job counts per datasource and status (one grouped scan of ``jobs``) and each
+        datasource's oldest unfinished ``submitted_at`` (over the partial index
+        ``jobs_unfinished``)."""
+        unfinished = ", ".join(f"'{s.value}'" for s in Status if not s.terminal)
+        counts = await self._fetch(
+            "counting jobs",
+            "SELECT datasource_id, status, count(*) AS n FROM jobs GROUP BY datasource_id, status",
+        )
+        oldest = await self._fetch(
+            "finding the oldest unfinished jobs",
+            "SELECT datasource_id, min(submitted_at) AS at FROM jobs"
+            f" WHERE status IN ({unfinished}) GROUP BY datasource_id",
+        )
+        dsids = [d.id for d in await self.list_datasources()]
+        return job_stats_from(
+            dsids,
+            [(r["datasource_id"], r["status"], r["n"]) for r in counts],
+            {r["datasource_id"]: int(r["at"]) for r in oldest},
         )
 
     async def latest_entry(self, dsid: str) -> Event | None:

@@ -54,7 +54,7 @@ from jobqueue_store.schedules import (
 )
 from jobqueue_store.storage import sqlite_leases as sl
 from jobqueue_store.storage import sqlite_schedules as ss
-from jobqueue_store.storage.base import Store
+from jobqueue_store.storage.base import DatasourceJobs, Store, job_stats_from
 from jobqueue_store.storage.migrations import packaged
 from jobqueue_store.timers import Clock
 
@@ -474,6 +474,7 @@ class SQLiteStore(Store):
                     )
             return
         self._datasources.update(result.datasources)
+        self._committed(len(batch))
         for pending, outcome in zip(batch, result.results, strict=True):
             if pending.future.done():  # the caller gave up; the write is committed anyway
                 continue
@@ -815,6 +816,26 @@ class SQLiteStore(Store):
             return int(row[0])
 
         return await self._point_read(run)
+
+    async def job_stats(self) -> dict[str, DatasourceJobs]:
+        """Job counts per datasource and status (one grouped scan of ``jobs``) and each
+        datasource's oldest unfinished job (through the partial index ``jobs_unfinished``: the
+        smallest id, as ids follow submission order)."""
+        unfinished = ", ".join(f"'{s.value}'" for s in Status if not s.terminal)
+
+        def run(db: sqlite3.Connection) -> tuple[list[Any], dict[str, int]]:
+            counts = db.execute(
+                "SELECT datasource_id, status, count(*) FROM jobs GROUP BY datasource_id, status"
+            ).fetchall()
+            oldest = db.execute(
+                "SELECT datasource_id, record FROM jobs WHERE id IN (SELECT min(id) FROM jobs"
+                f" WHERE status IN ({unfinished}) GROUP BY datasource_id)"
+            ).fetchall()
+            return counts, {ds: _decode_record(rec).submitted_at for ds, rec in oldest}
+
+        counts, oldest = await self._read(run)
+        dsids = [d.id for d in await self.list_datasources()]
+        return job_stats_from(dsids, counts, oldest)
 
     async def latest_entry(self, dsid: str) -> Event | None:
         """The newest request-stream entry of the datasource, or ``None``."""

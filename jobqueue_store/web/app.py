@@ -17,7 +17,7 @@ from jobqueue_store.service import JobService
 from jobqueue_store.storage import open_store
 from jobqueue_store.storage.base import Store
 from jobqueue_store.timers import TimerLoop
-from jobqueue_store.web import driver_handlers, handlers, ws
+from jobqueue_store.web import driver_handlers, handlers, ui, ws
 from jobqueue_store.web import schedule_handlers as sh
 from jobqueue_store.web.keys import (
     AUTHORITY,
@@ -77,6 +77,7 @@ def add_routes(app: web.Application) -> None:
     _route(app, "DELETE", "/{dsid}/schedule/{sid}/run/{job}", sh.cancel_run, "cancel_run")
     _route(app, "GET", "/sub/{dsid}/job", ws.client_subscription, "sub_client")
     _route(app, "GET", "/sub/{dsid}/jobs", ws.driver_subscription, "sub_driver")
+    ui.add_routes(app)  # the dashboard: /ui/ and its own files only
 
 
 def create_app(
@@ -131,7 +132,8 @@ def create_app(
     )
 
     async def open_store_on_startup(app: web.Application) -> None:
-        the_store.set_listener(hub.publish)
+        the_store.set_listener(metrics.observing(hub.publish))
+        the_store.set_commit_observer(metrics.observe_commit)
         await the_store.open()
         retention.start()
         timers.start()

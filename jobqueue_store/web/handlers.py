@@ -10,6 +10,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from jobqueue_store import audit, codec, openapi, validation
 from jobqueue_store.errors import BadRequest, Forbidden, TooLarge, UnsupportedMediaType
+from jobqueue_store.metrics import CONTENT_TYPE
 from jobqueue_store.models import Role
 from jobqueue_store.service import Waited
 from jobqueue_store.web.keys import METRICS, SERVICE, SETTINGS, STORE, principal_of
@@ -104,9 +105,8 @@ async def metrics(request: web.Request) -> web.Response:
     """``GET /metrics``: Prometheus text, for admin tokens."""
     if principal_of(request).role is not Role.ADMIN:
         raise Forbidden("/metrics is for admin tokens.")
-    return web.Response(
-        text=request.app[METRICS].render(), content_type="text/plain", charset="utf-8"
-    )
+    body = await request.app[METRICS].scrape(request.app[STORE])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 # client API -------------------------------------------------------------------------------------

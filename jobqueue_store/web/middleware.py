@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -15,6 +16,7 @@ from aiohttp.web_urldispatcher import MatchInfoError
 from jobqueue_store import audit
 from jobqueue_store.auth import extract_token
 from jobqueue_store.errors import StoreError, Unauthorized
+from jobqueue_store.web import ui
 from jobqueue_store.web.keys import AUTHORITY, METRICS, PRINCIPAL
 from jobqueue_store.web.responses import (
     error_body,
@@ -25,7 +27,7 @@ from jobqueue_store.web.responses import (
 
 log = logging.getLogger("jobqueue_store.web")
 
-OPEN_ROUTES = frozenset({"healthz", "readyz"})
+OPEN_ROUTES = frozenset({"healthz", "readyz"}) | ui.OPEN_ROUTE_NAMES
 WEBSOCKET_ROUTES = frozenset({"sub_client", "sub_driver"})
 
 
@@ -34,9 +36,15 @@ async def store_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Authenticate, run the handler, answer every failure with the SPEC error body; count the
     reply; audit every write."""
     code: str | None = None
+    metrics = request.app[METRICS]
+    started = time.perf_counter()
     try:
         authenticate(request)
-        response = await handler(request)
+        match = request.match_info
+        with metrics.presence(
+            match.route.name, request.path, match.get("dsid"), request.get(PRINCIPAL)
+        ):
+            response = await handler(request)
     except StoreError as exc:
         response = error_response(exc)
         code = exc.code
@@ -54,7 +62,7 @@ async def store_middleware(request: web.Request, handler: Handler) -> web.Stream
             500,
         )
     name = request.match_info.route.name or "unmatched"
-    request.app[METRICS].count_request(request.method, name, response.status)
+    metrics.count_request(request.method, name, response.status, time.perf_counter() - started)
     audit.emit(request, response.status, code, request.get(PRINCIPAL))
     return response
 

@@ -38,7 +38,10 @@ def error_response(exc: StoreError) -> web.Response:
 # aiohttp's own HTTP errors (no route, wrong method, body too large) mapped to SPEC codes.
 HTTP_CODES: dict[int, tuple[str, str]] = {
     400: ("bad_request", "The request is malformed."),
-    404: ("not_found", "No such endpoint: see SPEC sections 3 and 4 for the paths."),
+    404: (
+        "not_found",
+        "No such endpoint: the paths are in /ui/docs/protocol.md and /openapi.json.",
+    ),
     405: ("bad_request", "This method is not allowed on this path."),
     413: ("too_large", "The request body is larger than the store accepts."),
     415: ("unsupported_media_type", "The request body must be JSON."),

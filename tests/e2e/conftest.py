@@ -137,7 +137,10 @@ class StoreProcess:
 
 
 class DriverProcess:
-    """``jobqueue-store run-driver TARGET`` against a store, with a state file."""
+    """``jobqueue-store run-driver TARGET [OPTIONS]`` against a store, with a state file.
+
+    ``options`` go right after the target (a built-in driver's own options go there).
+    """
 
     def __init__(
         self,
@@ -147,11 +150,13 @@ class DriverProcess:
         dsid: str,
         state_file: Path,
         env: dict[str, str] | None = None,
+        options: list[str] | None = None,
     ) -> None:
         self.args = [
             COMMAND,
             "run-driver",
             target,
+            *(options or []),
             "--url",
             url,
             "--dsid",

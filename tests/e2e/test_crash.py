@@ -45,6 +45,7 @@ async def test_sigkill_during_concurrent_submits_loses_no_acknowledged_job(
         if backend == "postgres":
             database = await stack.enter_async_context(fresh_pg_database())
         data = tmp_path / "data"
+        cli("key", "rotate", data_dir=data)  # the root key, before the store's first start
         client = cli("token", "--role", "client", "--client", "app", data_dir=data)
         driver = cli("token", "--role", "driver", data_dir=data)
         store = StoreProcess(data, database=database)

@@ -350,6 +350,7 @@ def _check(ledger: Ledger, stream: list[Record], jobs: dict[str, Record], log: l
 
 async def _crash_loop(backend: str, tmp_path: Path, database: str) -> None:
     data = tmp_path / "data"
+    cli("key", "rotate", data_dir=data)  # the root key, before the store's first start
     client_token = cli("token", "--role", "client", "--client", CLIENT, data_dir=data)
     driver_token = cli("token", "--role", "driver", data_dir=data)
     rng = random.Random(f"crash-loop-{backend}")

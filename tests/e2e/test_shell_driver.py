@@ -112,12 +112,13 @@ def start_shell_driver(
     store: StoreProcess, drivers: list[DriverProcess], tmp_path: Path
 ) -> DriverProcess:
     driver = DriverProcess(
-        "examples/shell_driver.py:driver",
+        "shell",
         store.url,
         store.token("driver", dsid=DSID),
         DSID,
         tmp_path / "shell-state.json",
-        env={"SHELL_DRIVER_ALLOW": "echo,sh", "SHELL_DRIVER_GRACE": "0.5"},
+        env={"SHELL_DRIVER_GRACE": "0.5"},
+        options=["--allow", "echo", "--allow", "sh"],
     )
     drivers.append(driver)
     driver.start()

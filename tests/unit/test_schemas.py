@@ -66,7 +66,11 @@ def _error_tree(cls: type[StoreError]) -> list[type[StoreError]]:
     return [cls, *(sub for child in cls.__subclasses__() for sub in _error_tree(child))]
 
 
-ERROR_CLASSES: list[type[StoreError]] = _error_tree(StoreError)
+# Only the store's own errors go on the wire: the client library subclasses StoreError for a
+# failure that never reached the store (connection_failed), and it may be imported before this.
+ERROR_CLASSES: list[type[StoreError]] = [
+    cls for cls in _error_tree(StoreError) if cls.__module__ == "jobqueue_store.errors"
+]
 
 
 def _submitted() -> JobRecord:
