@@ -48,12 +48,12 @@ def test_schedule_verbs(store_proc: StoreProcess) -> None:
     text = jq("schedule", "runs", DSID, "once", env=env)
     assert text.stdout.split() == ["once.1577836800000", "submitted", "for", "2020-01-01T00:00:00Z"]
 
-    every = jq("schedule", "add", DSID, "five", '{"n": 5}', "--cron", "*/5 * * * *",
-               "--timezone", "Europe/London", "--catch-up", "none", "--timeout", "60", env=env)  # fmt: skip
+    five = ["schedule", "add", DSID, "five", '{"n": 5}', "--cron", "*/5 * * * *",
+            "--timezone", "Europe/London", "--catch-up", "none", "--timeout", "60"]  # fmt: skip
+    every = jq(*five, env=env)
     assert every.returncode == 0, every.stderr
     assert every.stdout.startswith("five  active  cron '*/5 * * * *' Europe/London  next ")
-    again = jq("schedule", "add", DSID, "five", '{"n": 5}', "--cron", "*/5 * * * *",
-               "--timezone", "Europe/London", "--catch-up", "none", "--timeout", "60", env=env)  # fmt: skip
+    again = jq(*five, env=env)
     assert again.returncode == 0, again.stderr
     listed = jq("schedule", "list", DSID, env=env)
     assert [line.split()[0] for line in listed.stdout.splitlines()] == ["five", "once"]
