@@ -20,6 +20,7 @@ passed in.
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import re
 from dataclasses import dataclass, replace
@@ -352,17 +353,30 @@ def _latest_fire_times(cron: str, zone: str, since_ms: int, now: int, most: int)
     return out
 
 
+@functools.lru_cache(maxsize=4096)
+def _two_fire_times(cron: str, zone: str, from_ms: int) -> tuple[int, int | None]:
+    """The first two fire times at or after ``from_ms`` (cached: the many schedules that share
+    an expression and a fire time are walked once per round)."""
+    walk = CronSim(cron, _dt(from_ms - 1, zone))
+    try:
+        first = _ms(next(walk))
+    except StopIteration:
+        return from_ms, None
+    try:
+        return first, _ms(next(walk))
+    except StopIteration:
+        return first, None
+
+
 def _due_fire_times(record: ScheduleRecord, now: int) -> tuple[list[int], int | None]:
     """The fire times of a due cron schedule to run at ``now`` (before ``catch_up: none``
     drops the late ones), and the first fire time after ``now``."""
     assert record.cron is not None and record.timezone is not None
     assert record.next_run_at is not None
     # The usual case, one fire time due: one walk from the stored next fire time.
-    walk = CronSim(record.cron, _dt(record.next_run_at - 1, record.timezone))
-    try:
-        first, second = _ms(next(walk)), _ms(next(walk))
-    except StopIteration:
-        first, second = record.next_run_at, now + 1
+    first, second = _two_fire_times(record.cron, record.timezone, record.next_run_at)
+    if second is None:
+        second = now + 1
     if first >= record.next_run_at and second > now:
         return ([first] if first <= now else []), second
     most = MAX_CATCH_UP if record.catch_up is CatchUp.ALL else 1

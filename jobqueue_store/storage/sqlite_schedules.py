@@ -40,6 +40,12 @@ _SQL_DUE = (
     "ORDER BY next_run_at LIMIT ?"
 )
 _SQL_ONE = "SELECT id, record FROM schedules WHERE datasource_id = ? AND schedule = ?"
+_SQL_NEXT_SEQ = "UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'events' RETURNING seq"
+# The runs of a timer round get their schedule column in one statement: [[dsid, job, schedule]].
+_SQL_MARK_RUNS = (
+    "UPDATE jobs SET schedule = v.value ->> 2 FROM json_each(?) AS v "
+    "WHERE jobs.datasource_id = v.value ->> 0 AND jobs.job = v.value ->> 1"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,14 +137,14 @@ def write(
             (record.state, record.next_run_at, blob, row_id),
         )
     # The seq comes from the events table's AUTOINCREMENT counter: never handed out twice.
-    db.execute(
-        "INSERT INTO sqlite_sequence (name, seq) SELECT 'events', "
-        "coalesce((SELECT max(seq) FROM events), 0) "
-        "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'events')"
-    )
-    (seq,) = db.execute(
-        "UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'events' RETURNING seq"
-    ).fetchone()
+    row = db.execute(_SQL_NEXT_SEQ).fetchone()
+    if row is None:  # no event was ever appended: the counter row does not exist yet
+        db.execute(
+            "INSERT INTO sqlite_sequence (name, seq) "
+            "SELECT 'events', coalesce((SELECT max(seq) FROM events), 0)"
+        )
+        row = db.execute(_SQL_NEXT_SEQ).fetchone()
+    (seq,) = row
     timestamp = store.timestamp_for(record.datasource_id)
     db.execute(
         "INSERT INTO schedule_events (seq, datasource_id, schedule, client, timestamp, record)"
@@ -155,6 +161,7 @@ def fire_due(store: SQLiteStore, db: sqlite3.Connection, limit: int, out: _Batch
 
     now = store.clock.now_ms()
     fired = 0
+    marks: list[list[str]] = []
     for row_id, blob in db.execute(_SQL_DUE, (now, limit)).fetchall():
         record = _decode(blob)
         fire = schedules.decide_fire(record, now)
@@ -186,13 +193,12 @@ def fire_due(store: SQLiteStore, db: sqlite3.Connection, limit: int, out: _Batch
                 # A job already holds the run's id (submitted by hand): the fire time is used.
                 log.warning("schedule %s: run %s not submitted: %s", record.schedule, job, exc)
                 continue
-            db.execute(
-                "UPDATE jobs SET schedule = ? WHERE datasource_id = ? AND job = ?",
-                (record.schedule, record.datasource_id, job),
-            )
+            marks.append([record.datasource_id, job, record.schedule])
             fired += len(out.events) - before
         write(store, db, row_id, fire.record, out)
         fired += 1
+    if marks:
+        db.execute(_SQL_MARK_RUNS, (codec.dumps_str(marks),))
     return fired
 
 
