@@ -591,7 +591,7 @@ def _register_schedule(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     add.add_argument("--timeout", type=int, default=None, help="each run's timeout in seconds")
     listing = actions.add_parser("list", parents=[common], help="your schedules, newest first")
-    listing.add_argument("dsid")
+    listing.add_argument("dsid", help="the datasource")
     listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     for name, text in [
         ("show", "a schedule's record"),
@@ -601,8 +601,8 @@ def _register_schedule(commands: Any, common: argparse.ArgumentParser) -> None:
         ("delete", "soft delete: no further runs; record and runs stay readable"),
     ]:
         one = actions.add_parser(name, parents=[common], help=text)
-        one.add_argument("dsid")
-        one.add_argument("schedule")
+        one.add_argument("dsid", help="the datasource")
+        one.add_argument("schedule", help="the schedule id")
         if name == "runs":
             one.add_argument("--limit", type=int, default=100, help="at most this many")
 
