@@ -345,6 +345,10 @@ class Store(abc.ABC):
         purge. Raises the largest ``seq`` it deleted into :meth:`purged_through` in that same
         transaction. Call again while it returns ``limit``. A purged job's id is free again: a
         submit with it creates a new job.
+
+        It also deletes at most ``limit`` schedule events older than ``older_than_ms`` (the
+        schedules and their runs stay; runs are jobs like any other) and returns the larger of
+        the two counts, so that a caller looping while it returns ``limit`` purges both.
         """
 
     @abc.abstractmethod

@@ -1413,9 +1413,11 @@ class PostgresStore(Store):
     async def _purge_in(self, conn: asyncpg.Connection, op: _Purge) -> int:
         row = await conn.fetchrow(_SQL_PURGE, op.older_than_ms, op.limit)
         assert row is not None
-        if row["top"] is not None:
-            await conn.execute(_SQL_RAISE_PURGED, row["top"])
-        return int(row["jobs"])
+        events, schedule_top = await ps.purge_events(conn, op.older_than_ms, op.limit)
+        top = max(row["top"] or 0, schedule_top)
+        if top:
+            await conn.execute(_SQL_RAISE_PURGED, top)
+        return max(int(row["jobs"]), events)
 
     async def purged_through(self) -> int:
         """The largest ``seq`` deleted by :meth:`purge` so far (0 if none)."""

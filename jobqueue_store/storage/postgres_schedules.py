@@ -188,6 +188,20 @@ def row_event(row: asyncpg.Record) -> ScheduleEvent:
     )
 
 
+async def purge_events(conn: asyncpg.Connection, older_than_ms: int, limit: int) -> tuple[int, int]:
+    """Retention: delete at most ``limit`` schedule events older than ``older_than_ms`` (the
+    schedules themselves stay); return how many and the largest ``seq`` deleted (0: none)."""
+    row = await conn.fetchrow(
+        "WITH gone AS (DELETE FROM schedule_events WHERE seq IN (SELECT seq FROM schedule_events "
+        "WHERE ts < $1 ORDER BY ts LIMIT $2) RETURNING seq) "
+        "SELECT count(*) AS n, coalesce(max(seq), 0) AS top FROM gone",
+        older_than_ms,
+        limit,
+    )
+    assert row is not None
+    return int(row["n"]), int(row["top"])
+
+
 # reads ------------------------------------------------------------------------------------------
 def _cursor(cursor: str | None) -> int:
     if cursor is None:

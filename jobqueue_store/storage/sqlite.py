@@ -979,9 +979,11 @@ def _purge(db: sqlite3.Connection, older_than_ms: int, limit: int) -> int:
         ).fetchall()
         top = max([top, *(seq for (seq,) in deleted)])
     db.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id, _, _ in jobs])
+    events, schedule_top = ss.purge_events(db, older_than_ms, limit)
+    top = max(top, schedule_top)
     if top:
         db.execute("UPDATE retention SET purged_through = max(purged_through, ?)", (top,))
-    return len(jobs)
+    return max(len(jobs), events)
 
 
 def _file_system_trouble(path: Path) -> str:

@@ -202,6 +202,17 @@ def fire_due(store: SQLiteStore, db: sqlite3.Connection, limit: int, out: _Batch
     return fired
 
 
+def purge_events(db: sqlite3.Connection, older_than_ms: int, limit: int) -> tuple[int, int]:
+    """Retention: delete at most ``limit`` schedule events older than ``older_than_ms`` (the
+    schedules themselves stay); return how many and the largest ``seq`` deleted (0: none)."""
+    gone = db.execute(
+        "DELETE FROM schedule_events WHERE seq IN (SELECT seq FROM schedule_events "
+        "WHERE timestamp < ? ORDER BY timestamp LIMIT ?) RETURNING seq",
+        (older_than_ms, limit),
+    ).fetchall()
+    return len(gone), max((seq for (seq,) in gone), default=0)
+
+
 # reads ------------------------------------------------------------------------------------------
 def _cursor(cursor: str | None) -> int:
     if cursor is None:

@@ -418,3 +418,24 @@ async def test_schedule_and_job_events_share_one_sequence_across_a_restart(
     (job_event,) = await second.events_after("sq", seqs[-1])
     (sched_event,) = await second.schedule_events_after("sq", "app", seqs[-1], 2**62)
     assert seqs[-1] < job_event.seq < sched_event.seq
+
+
+async def test_retention_purges_old_schedule_events_and_keeps_the_schedules(
+    store: Store, clock: ManualClock
+) -> None:
+    await store.create_schedule("sq", cron("kept", "*/10 * * * *"), "app")
+    await walk(store, clock, START + HOUR, 5 * MINUTE)
+    events = await store.schedule_events_after("sq", "app", 0, 2**62)
+    assert len(events) == 7  # created, then 6 fire rounds
+    cutoff = events[4].timestamp
+    older = [e for e in events if e.timestamp < cutoff]
+    purged = await store.purge(cutoff, limit=2)
+    assert purged == 2  # bounded by the limit: the caller loops while it returns the limit
+    assert await store.purge(cutoff, limit=100) == len(older) - 2
+    assert await store.purge(cutoff, limit=100) == 0
+    left = await store.schedule_events_after("sq", "app", 0, 2**62)
+    assert [e.seq for e in left] == [e.seq for e in events if e.timestamp >= cutoff]
+    assert await store.purged_through() == max(e.seq for e in older)
+    record = await store.get_schedule("sq", "kept")
+    assert record is not None and record.runs == 6
+    assert len(await all_runs(store, "sq", "kept")) == 6  # runs not terminal: kept

@@ -27,6 +27,8 @@ CREATE TABLE schedule_events (
     record        TEXT NOT NULL
 );
 CREATE INDEX schedule_events_client ON schedule_events (datasource_id, client, seq);
+-- Retention deletes the schedule events older than its period, oldest first.
+CREATE INDEX schedule_events_time ON schedule_events (ts);
 
 -- Runs: the schedule and fire time of a job created by a schedule (NULL: not a run).
 ALTER TABLE jobs ADD COLUMN schedule TEXT, ADD COLUMN scheduled_for BIGINT;

@@ -27,6 +27,8 @@ CREATE TABLE schedule_events (
     record        BLOB NOT NULL
 );
 CREATE INDEX schedule_events_client ON schedule_events (datasource_id, client, seq);
+-- Retention deletes the schedule events older than its period, oldest first.
+CREATE INDEX schedule_events_time ON schedule_events (timestamp);
 
 -- The schedule a run belongs to (NULL: not a run), for a schedule's runs newest first.
 ALTER TABLE jobs ADD COLUMN schedule TEXT;
