@@ -12,16 +12,19 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from jobqueue_store import __version__, cli_verbs
 from jobqueue_store.config import DEFAULT_NAME, Limits, Settings
 from jobqueue_store.keys import KeyRing, NoKeyFile
+
+if TYPE_CHECKING:
+    from jobqueue_store.supervisor import Supervisor
 
 ENV_PREFIX = "JOBQUEUE_STORE_"
 log = logging.getLogger("jobqueue_store")
@@ -133,11 +136,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_option(
         serve,
+        "header-timeout",
+        f"{Limits().header_timeout:g}",
+        "seconds a request may take to send its request line and headers",
+    )
+    add_option(
+        serve,
+        "body-timeout",
+        f"{Limits().body_timeout:g}",
+        "seconds a request body may take, plus one per --body-min-rate bytes of it",
+    )
+    add_option(
+        serve,
+        "body-min-rate",
+        str(Limits().body_min_rate),
+        "slowest average body upload accepted, in bytes per second",
+    )
+    add_option(
+        serve,
+        "keepalive-timeout",
+        f"{Limits().keepalive_timeout:g}",
+        "seconds a kept-alive connection may stay idle between requests",
+    )
+    add_option(
+        serve,
+        "max-open-connections",
+        str(Limits().max_open_connections),
+        "open HTTP connections per process, websockets included (more get 503)",
+    )
+    add_option(
+        serve,
         "retention-days",
         f"{Settings().retention_days:g}",
         "purge terminal jobs and their log entries older than this (0: keep forever)",
     )
     add_option(serve, "log-level", "INFO", "logging level")
+    add_option(serve, "log-format", "text", "process log format: 'text' or 'json' (JSON lines)")
     add_option(serve, "access-log", "off", "'on' to log every request (tokens redacted)")
     add_option(serve, "audit-log", "-", "audit log of every write: a file, '-' (stderr) or 'off'")
     serve.add_argument(
@@ -145,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="create or upgrade the database schema, then exit",
     )
+    # Set by the supervising process of --workers on its children.
+    serve.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)
 
     token = commands.add_parser(
         "token",
@@ -205,7 +242,21 @@ def settings_from(args: argparse.Namespace) -> Settings:
         max_ws_message=int(args.max_ws_message),
         max_connections=int(args.max_connections),
         max_ws_per_client=int(args.max_ws_per_client),
+        header_timeout=float(args.header_timeout),
+        body_timeout=float(args.body_timeout),
+        body_min_rate=int(args.body_min_rate),
+        keepalive_timeout=float(args.keepalive_timeout),
+        max_open_connections=int(args.max_open_connections),
     )
+    for option, value in (
+        ("header-timeout", limits.header_timeout),
+        ("body-timeout", limits.body_timeout),
+        ("body-min-rate", limits.body_min_rate),
+        ("keepalive-timeout", limits.keepalive_timeout),
+        ("max-open-connections", limits.max_open_connections),
+    ):
+        if not value > 0:
+            raise ValueError(f"--{option} must be a positive number, not {value:g}")
     return Settings(
         host=args.host,
         port=int(args.port),
@@ -223,9 +274,18 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 async def serve(
-    settings: Settings, *, access_log: bool = False, migrate_only: bool = False
-) -> None:
-    """Run the store until SIGINT or SIGTERM, then shut down gracefully."""
+    settings: Settings,
+    *,
+    access_log: bool = False,
+    migrate_only: bool = False,
+    supervisor: Supervisor | None = None,
+    parent_fd: int | None = None,
+) -> int:
+    """Run the store until SIGINT or SIGTERM, then shut down gracefully; the exit status.
+
+    ``supervisor``: worker processes started once listening, stopped and awaited at shutdown.
+    ``parent_fd``: (in a worker) a pipe from the supervising process; its end stops the store.
+    """
     from jobqueue_store.audit import AuditLog
     from jobqueue_store.web.app import create_app
 
@@ -241,31 +301,66 @@ async def serve(
         finally:
             await store.close()
         print(f"schema version {version}", flush=True)
-        return
+        return 0
     with AuditLog(settings.audit_log):
-        await _serve_app(app, settings, access_log=access_log)
+        return await _serve_app(
+            app, settings, access_log=access_log, supervisor=supervisor, parent_fd=parent_fd
+        )
 
 
-def _raise_open_files_limit() -> None:
+def _raise_open_files_limit() -> int | None:
     """Lift the soft limit on open files to the hard one: every websocket is a descriptor, and
-    the default soft limit (often 1024) is far below ``--max-connections``."""
+    the default soft limit (often 1024) is far below ``--max-connections``. The limit now."""
     try:
         import resource  # POSIX only
 
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != hard:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return None if soft == resource.RLIM_INFINITY else int(soft)
     except (ImportError, ValueError, OSError) as exc:
         log.warning("could not raise the open files limit: %s", exc)
+        return None
 
 
-async def _serve_app(app: web.Application, settings: Settings, *, access_log: bool) -> None:
+# Descriptors kept for the database, logs and root keys when capping connections.
+RESERVED_FILES = 64
+
+
+def _connection_cap(limits: Limits, open_files: int | None) -> int:
+    """``--max-open-connections``, lowered to fit the open files limit (a process out of
+    descriptors cannot even refuse a connection politely)."""
+    cap = limits.max_open_connections
+    if open_files is not None and cap > open_files - RESERVED_FILES:
+        cap = max(1, open_files - RESERVED_FILES)
+        log.warning(
+            "--max-open-connections %d lowered to %d to fit the open files limit (%d)",
+            limits.max_open_connections,
+            cap,
+            open_files,
+        )
+    return cap
+
+
+async def _serve_app(
+    app: web.Application,
+    settings: Settings,
+    *,
+    access_log: bool,
+    supervisor: Supervisor | None = None,
+    parent_fd: int | None = None,
+) -> int:
+    from jobqueue_store.supervisor import watch_parent
     from jobqueue_store.web.access_log import RedactingAccessLogger
+    from jobqueue_store.web.server import StoreRunner
 
-    _raise_open_files_limit()
+    open_files = _raise_open_files_limit()
 
-    runner = web.AppRunner(
+    runner = StoreRunner(
         app,
+        limits=settings.limits,
+        max_connections=_connection_cap(settings.limits, open_files),
         access_log_class=RedactingAccessLogger,
         access_log=logging.getLogger("jobqueue_store.access") if access_log else None,
         shutdown_timeout=10.0,
@@ -282,19 +377,30 @@ async def _serve_app(app: web.Application, settings: Settings, *, access_log: bo
         loop.add_signal_handler(sig, stop.set)
     if not settings.root_key:
         loop.add_signal_handler(signal.SIGHUP, _reload_keys, app, settings)
+    if parent_fd is not None:
+        watch_parent(loop, parent_fd, stop.set)
+    if supervisor is not None:
+        supervisor.start()
     print(f"jobqueue-store listening on http://{settings.host}:{settings.port}", flush=True)
+    status = 0
     try:
         await stop.wait()
     finally:
         log.info("shutting down")
+        if supervisor is not None:
+            supervisor.terminate()  # the workers drain at the same time as this process
         await runner.cleanup()
+        if supervisor is not None:
+            status = await supervisor.wait()
+    return status
 
 
 def serve_workers(settings: Settings, argv: Sequence[str]) -> int:
     """``serve --workers N``: this process and N-1 children, one PostgreSQL store each, all
     bound to one port with SO_REUSEPORT (the kernel spreads connections over them). They share
     the database, so notifications and ``?wait=`` cross processes. SIGTERM or SIGINT to this
-    process stops them all."""
+    process stops them all; the children are supervised (see :mod:`jobqueue_store.supervisor`):
+    restarted when they die, stopped when this process dies."""
     if not settings.database.startswith(("postgresql://", "postgres://")):
         print(
             "jobqueue-store serve: --workers above 1 needs --database postgresql://...: an "
@@ -313,16 +419,12 @@ def serve_workers(settings: Settings, argv: Sequence[str]) -> int:
         "--reuse-port",
         "on",
     ]
-    children = [subprocess.Popen(child_argv) for _ in range(settings.workers - 1)]
-    try:
-        with contextlib.suppress(KeyboardInterrupt):
-            _run(serve(settings))
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        codes = [child.wait() for child in children]
-    return 0 if all(code == 0 for code in codes) else 1
+    from jobqueue_store.supervisor import Supervisor
+
+    status = 1
+    with contextlib.suppress(KeyboardInterrupt):
+        status = _run(serve(settings, supervisor=Supervisor(child_argv, settings.workers - 1)))
+    return status
 
 
 def _reload_keys(app: web.Application, settings: Settings) -> None:
@@ -339,13 +441,16 @@ def _reload_keys(app: web.Application, settings: Settings) -> None:
     log.info("root keys reloaded: %s", ", ".join(authority.keyring.key_ids))
 
 
-def _run(coro: object) -> None:
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    """Run ``coro`` on uvloop if it is installed, else on asyncio's loop. The store runs outside
+    the import's ``except``, so no logged traceback carries the ImportError."""
     try:
         import uvloop
-
-        uvloop.run(coro)  # type: ignore[arg-type]
     except ImportError:
-        asyncio.run(coro)  # type: ignore[arg-type]
+        uvloop = None  # type: ignore[assignment]
+    if uvloop is None:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def _no_key_file(command: str, exc: NoKeyFile) -> int:
@@ -427,20 +532,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
-            logging.basicConfig(
-                level=args.log_level.upper(),
-                format="%(asctime)s %(levelname)s %(name)s %(message)s",
-            )
+            from jobqueue_store import logs
+
+            logs.configure(args.log_level, args.log_format)
             settings = settings_from(args)
             if settings.workers > 1 and not args.migrate_only:
                 return serve_workers(settings, list(argv if argv is not None else sys.argv[1:]))
+            if args.parent_pid is not None:
+                from jobqueue_store.supervisor import die_with_parent
+
+                die_with_parent(args.parent_pid)
+            status = 0
             with contextlib.suppress(KeyboardInterrupt):
-                _run(
+                status = _run(
                     serve(
-                        settings, access_log=args.access_log == "on", migrate_only=args.migrate_only
+                        settings,
+                        access_log=args.access_log == "on",
+                        migrate_only=args.migrate_only,
+                        parent_fd=args.parent_fd,
                     )
                 )
-            return 0
+            return status
         if args.command == "token":
             return cmd_token(args)
         if args.command == "key":

@@ -35,6 +35,17 @@ class Limits:
     """Unfinished jobs a client may hold per datasource (0: unlimited); one more is 429."""
     submits_per_second: float = 0.0
     """Submits a client may make per second, burst of twice that (0: unlimited)."""
+    header_timeout: float = 10.0
+    """Seconds a request may take to send its request line and headers, counted from the
+    connection's opening or from the request's first byte; slower is closed (408)."""
+    body_timeout: float = 10.0
+    """Seconds a request body may take, plus one second per ``body_min_rate`` bytes of it."""
+    body_min_rate: int = 64 * 1024
+    """Slowest average body upload accepted, in bytes per second (see ``body_timeout``)."""
+    keepalive_timeout: float = 30.0
+    """Seconds a kept-alive connection may stay idle between two requests before it is closed."""
+    max_open_connections: int = 12_000
+    """Open HTTP connections (websockets included) accepted by this process; more get 503."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,12 +5,15 @@
     ├── Unauthorized           401 unauthorized
     ├── Forbidden              403 forbidden
     ├── NotFound               404 not_found
+    ├── RequestTimeout         408 bad_request (the request did not arrive in time)
     ├── Conflict               409 conflict
     │   ├── LeaseLost          409 lease_lost (the worker no longer holds the job)
     │   └── SlotTaken          409 slot_taken (another worker holds the worker slot)
     ├── TooLarge               413 too_large
+    ├── UriTooLong             414 too_large
     ├── UnsupportedMediaType   415 unsupported_media_type
     ├── TooMany                429 too_many (carries retry_after seconds)
+    ├── HeadersTooLarge        431 too_large
     └── Unavailable            503 unavailable
 
 A class's docstring is its default message; raise with a sentence that says what was wrong and,
@@ -83,6 +86,27 @@ class TooLarge(StoreError):
 
     status = 413
     code = "too_large"
+
+
+class UriTooLong(StoreError):
+    """The request line is longer than the store accepts: shorten the URL."""
+
+    status = 414
+    code = "too_large"
+
+
+class HeadersTooLarge(StoreError):
+    """The request headers are larger than the store accepts: send fewer or shorter headers."""
+
+    status = 431
+    code = "too_large"
+
+
+class RequestTimeout(StoreError):
+    """The request did not arrive in time; it was not processed."""
+
+    status = 408
+    code = "bad_request"
 
 
 class UnsupportedMediaType(StoreError):
