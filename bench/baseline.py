@@ -59,7 +59,8 @@ def main() -> None:
         host="127.0.0.1",
         port=port,
         access_log=None,
-        # The ready line once the socket listens (run_app prints after binding), not before.
+        # Called once the socket listens: the ready line must not come before (a client
+        # connecting at once would be refused).
         print=lambda _: print(f"baseline listening on {port}", flush=True),
         loop=loop_factory() if loop_factory else None,
     )

@@ -17,6 +17,9 @@ What it does, in order (see ``bench/README.md`` for the reading of each row):
    (``bench.subscribers``, a process of its own).
 5. ``since`` page latency on a 10k-job store and on a 1M-job store.
 6. PostgreSQL submit with one and two store processes (``--database``; ``--no-postgres`` skips).
+7. Claims on a lease datasource: 4 worker processes of 64 concurrent claim -> complete round
+   trips each (``bench.claims``), on SQLite and on PostgreSQL, in rounds alternating with the
+   baseline POST (``--only claims`` runs just these rows).
 
 It prints a markdown table and writes everything to ``bench/results/<timestamp>.json``.
 """
@@ -42,7 +45,7 @@ from typing import Any
 
 import orjson
 
-from bench import profile
+from bench import claims, profile
 from bench.load import HERE, WRK, Load, LoadResult, run_load
 from bench.populate import Populated, populate
 from bench.procs import PYTHON, baseline_proc, free_port, store_proc
@@ -81,6 +84,10 @@ class Plan:
     profile: bool
     settle: float
     """Seconds to let the store settle after opening sockets, before reading its memory."""
+    only: str = "all"
+    """``all`` measures, or ``claims``: only the claim rows (with their own baseline rounds)."""
+    claim_workers: int = 4
+    claim_concurrency: int = 64
 
 
 @dataclass(slots=True)
@@ -648,9 +655,161 @@ class Harness:
             finally:
                 await admin.close()
 
+    # claims on a lease datasource --------------------------------------------------------------
+    async def claims(self) -> None:
+        """Claim -> complete round trips by worker processes, SQLite then PostgreSQL."""
+        backends: list[tuple[str, str]] = [("SQLite", "")]
+        if self.plan.postgres:
+            backends.append(("PostgreSQL", self.plan.postgres))
+        for label, dsn in backends:
+            try:
+                await self._claims_on(label, dsn)
+            except Exception as exc:  # report the failure in the row, go on
+                self.say(f"claims on {label} failed: {exc!r}")
+                self.raw[f"claims_{label}_error"] = repr(exc)
+                self.rows.append(
+                    Row(
+                        self._claims_label(label),
+                        "failed",
+                        repr(exc)[:80],
+                        None,
+                        None,
+                        None,
+                        "- (issue 11: figures)",
+                        None,
+                    )
+                )
+
+    def _claims_label(self, backend: str) -> str:
+        plan = self.plan
+        return (
+            f"claim -> complete, {plan.claim_workers} workers x {plan.claim_concurrency} jobs, "
+            f"{backend}"
+        )
+
+    async def _claims_on(self, backend: str, dsn: str) -> None:
+        import asyncpg
+
+        plan = self.plan
+        database = ""
+        name = f"jqclaims_{self.nonce}"
+        if dsn:
+            admin = await asyncpg.connect(dsn)
+            try:
+                await admin.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await admin.close()
+            database = f"{dsn.rsplit('/', 1)[0]}/{name}"
+        data = self.work / f"claims-{backend}"
+        auth = self.authority(data)
+        client, driver = auth.mint(Role.CLIENT, client="app"), auth.mint(Role.DRIVER)
+        # SQLite: the store pinned to its core as in the HTTP rows; PostgreSQL: unpinned (the
+        # database server needs a core too). Worker processes on the load core.
+        core = None if dsn else STORE_CORE
+        port = free_port()
+        store = store_proc(port, data, database=database, core=core, name=f"claims-{backend}")
+        url = f"http://127.0.0.1:{port}"
+        base_port = free_port()
+        baseline = baseline_proc(base_port, core=core)
+        base_url = f"http://127.0.0.1:{base_port}"
+        await store.start()
+        await baseline.start()
+        try:
+            await self._declare_leased(url, driver)
+            baselines: list[LoadResult] = []
+            results: list[claims.ClaimResult] = []
+            for r in range(plan.rounds + 1):  # the first is a warm-up
+                warm = r == 0
+                duration = min(1.0, plan.duration) if warm else plan.duration
+                base = await self.load(
+                    base_url,
+                    Load("submit", dsid=DSID, run=f"cb{r}{self.nonce}"),
+                    client,
+                    duration=duration,
+                )
+                # Fill the queue (not measured): as long as a claim round, at the submit rate.
+                await self.load(
+                    url,
+                    Load("submit", dsid=DSID, run=f"cf{r}{self.nonce}"),
+                    client,
+                    duration=duration,
+                )
+                result = await claims.measure(
+                    url,
+                    driver,
+                    DSID,
+                    workers=plan.claim_workers,
+                    concurrency=plan.claim_concurrency,
+                    duration=duration,
+                    core=LOAD_CORE,
+                )
+                if result.errors:
+                    raise RuntimeError(f"{result.errors} claim round trips failed on {backend}")
+                self.say(
+                    f"claims {backend} round {r}{' (warm-up)' if warm else ''}: "
+                    f"{result.rate:,.0f}/s (baseline POST {base.rps:,.0f} req/s), "
+                    f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
+                    f"empty claims {result.empty_claims}"
+                )
+                if not warm:
+                    baselines.append(base)
+                    results.append(result)
+            ratios = [c.rate / b.rps for c, b in zip(results, baselines, strict=True) if b.rps]
+            rate = median([c.rate for c in results])
+            base_rps = median([b.rps for b in baselines])
+            dry = any(c.empty_claims for c in results)
+            self.raw[f"claims_{backend}"] = {
+                "claims": [c.as_dict() for c in results],
+                "baseline": [b.as_dict() for b in baselines],
+            }
+            self.rows.append(
+                Row(
+                    self._claims_label(backend) + (" (queue ran dry)" if dry else ""),
+                    f"{rate:,.0f} claims/s",
+                    f"baseline POST {rps(base_rps)}",
+                    median(ratios),
+                    median([c.p50_ms for c in results]),
+                    median([c.p99_ms for c in results]),
+                    "- (issue 11: figures)",
+                    None,
+                    {"rate": rate, "baseline_rps": base_rps, "round_ratios": ratios},
+                )
+            )
+        finally:
+            await baseline.stop()
+            await store.stop()
+            if dsn:
+                admin = await asyncpg.connect(dsn)
+                try:
+                    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                finally:
+                    await admin.close()
+
+    async def _declare_leased(self, url: str, driver_token: str) -> None:
+        """``PUT /jobs/<DSID>`` as a lease datasource (leases long enough never to expire)."""
+        import aiohttp
+
+        body = {"description": "claims benchmark", "dispatch": "lease", "lease_seconds": 300}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.put(
+                f"{url}/jobs/{DSID}",
+                data=orjson.dumps(body),
+                headers={
+                    "Authorization": f"Bearer {driver_token}",
+                    "Content-Type": "application/json",
+                },
+            ) as response,
+        ):
+            if response.status != 200:
+                raise RuntimeError(f"PUT /jobs/{DSID}: {response.status} {await response.text()}")
+
     # the whole run ------------------------------------------------------------------------------
     async def run(self) -> None:
         """Every measure in turn."""
+        if self.plan.only == "claims":
+            await self.claims()
+            return
         await self.http_rounds()
         await self.since_scaling()
         if self.plan.postgres:
@@ -673,6 +832,7 @@ class Harness:
                             None,
                         )
                     )
+        await self.claims()
 
     def table(self) -> str:
         """The markdown table."""
@@ -704,6 +864,9 @@ def build_plan(args: argparse.Namespace) -> Plan:
             postgres=postgres,
             profile=args.profile,
             settle=0.2,
+            only=args.only,
+            claim_workers=2,
+            claim_concurrency=8,
         )
     return Plan(
         rounds=args.rounds or 3,
@@ -723,6 +886,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         postgres=postgres,
         profile=args.profile,
         settle=2.0,
+        only=args.only,
     )
 
 
@@ -757,6 +921,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="PostgreSQL server DSN; a fresh database is created on it (default %(default)s)",
     )
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL rows")
+    parser.add_argument(
+        "--only",
+        choices=["all", "claims"],
+        default="all",
+        help="claims: only the claim rows on a lease datasource, with their own baseline rounds",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the store under each missed target"
     )

@@ -1,13 +1,16 @@
 """The client and driver verbs of ``jobqueue-store``, beside ``serve``, ``token`` and ``key``.
 
     datasource put DSID [--description TEXT] [--schema JSON|@FILE]   declare a datasource (driver)
+        [--dispatch stream|lease] [--lease-seconds N] [--max-attempts N]
+        [--job-timeout SECONDS] [--cancel-grace SECONDS]
     datasource list                                                   the datasources you may use
-    submit DSID REQUEST [--job ID] [--wait [SECONDS]]                 submit a job (client)
+    submit DSID REQUEST [--job ID] [--wait [SECONDS]] [--timeout S]   submit a job (client)
     status DSID JOB [--wait [SECONDS]]                                a job's status record
     cancel DSID JOB                                                   ask for a job to be cancelled
     jobs DSID [--status S] [--limit N]                                your jobs, newest first
     watch DSID [JOB] [--after SEQ] [--forever]                        follow live (progress bar)
     run-driver MODULE:ATTR [--dsid DSID] [--state-file PATH]          run a Driver object
+        [--worker NAME] [--standby] [--concurrency N]
     run-driver shell|http [OPTIONS]                                   run a built-in driver
     schedule add DSID SCHEDULE REQUEST (--cron EXPR [--timezone TZ] | --at TIME)
              [--catch-up none|one|all] [--timeout S]                  create a schedule (client)
@@ -50,7 +53,7 @@ from jobqueue_store.client import (
     normalize_url,
     read_token_file,
 )
-from jobqueue_store.errors import StoreError, Unavailable
+from jobqueue_store.errors import SlotTaken, StoreError, Unavailable
 from jobqueue_store.models import JobRecord, Status
 from jobqueue_store.schedules import ScheduleRecord
 
@@ -124,10 +127,55 @@ def register(commands: Any) -> None:
 
     datasource = commands.add_parser("datasource", help="declare or list datasources")
     actions = datasource.add_subparsers(dest="ds_action", required=True)
-    put = actions.add_parser("put", parents=[common], help="declare or update a datasource")
+    put = actions.add_parser(
+        "put",
+        parents=[common],
+        help="declare or update a datasource",
+        description="Declare or update a datasource. The declaration is replaced as a whole: a "
+        "setting left out goes back to its default (a lease datasource needs --dispatch lease "
+        "each time).",
+    )
     put.add_argument("dsid", help="the datasource id")
     put.add_argument("--description", default="", help="what the datasource does")
     put.add_argument("--schema", default=None, help="request JSON Schema: JSON, @file or -")
+    put.add_argument(
+        "--dispatch",
+        choices=["stream", "lease"],
+        default=None,
+        help="stream: one driver follows the request stream (the default); lease: any number of "
+        "drivers claim jobs, each job held by one of them under a lease",
+    )
+    put.add_argument(
+        "--lease-seconds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="1-3600 (default 30): how long a job's lease (lease dispatch) or the worker slot "
+        "(stream dispatch) holds without a heartbeat; a crashed worker's jobs come back after it",
+    )
+    put.add_argument(
+        "--max-attempts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="1-100 (default 5, lease dispatch): claims of one job before it ends failed",
+    )
+    put.add_argument(
+        "--job-timeout",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="default deadline of the datasource's jobs: the store asks for a job's cancellation "
+        "if it has not ended this long after its submit (default: none)",
+    )
+    put.add_argument(
+        "--cancel-grace",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between a deadline's cancel request and the store ending the job "
+        "cancelled (default 10)",
+    )
     actions.add_parser("list", parents=[common], help="the datasources this token may use")
 
     submit = commands.add_parser("submit", parents=[common], help="submit a job")
@@ -135,6 +183,14 @@ def register(commands: Any) -> None:
     submit.add_argument("request", help="the job's request: JSON, @file or - (standard input)")
     submit.add_argument("--job", default=None, help="the job id (default: a new GUID)")
     _wait_option(submit, "before printing its record")
+    submit.add_argument(
+        "--timeout",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="deadline (1-86400): the store asks for the job's cancellation if it has not ended "
+        "SECONDS after the submit, and ends it cancelled after the datasource's grace",
+    )
 
     status = commands.add_parser("status", parents=[common], help="print a job's status record")
     status.add_argument("dsid", help="the datasource")
@@ -205,6 +261,18 @@ def register(commands: Any) -> None:
     )
     run_driver.add_argument(
         "--log-level", default="INFO", help="logging level: DEBUG, INFO, WARNING (default INFO)"
+    )
+    run_driver.add_argument(
+        "--worker",
+        default=os.environ.get("JOBQUEUE_STORE_WORKER"),
+        help="this worker's name, shown in the catalogue and in the error of a job whose lease "
+        "ran out (env JOBQUEUE_STORE_WORKER; default: host name and pid)",
+    )
+    run_driver.add_argument(
+        "--standby",
+        action="store_true",
+        help="on a stream datasource whose worker slot another driver holds: wait, and take "
+        "over when its slot lapses (without it, such a driver exits with an error)",
     )
 
 
@@ -339,10 +407,19 @@ async def _datasource(args: argparse.Namespace) -> int:
             if args.json:
                 _print_json({"datasources": datasources})
             for ds in [] if args.json else datasources:
-                print(f"{ds['datasource_id']}  {ds.get('description', '')}")
+                print(f"{ds['datasource_id']}  {ds.get('description', '')}{_workers(ds)}")
             return EXIT_OK
         schema = _read_json(args.schema, "--schema") if args.schema is not None else None
-        stored = await client.put_datasource(args.dsid, args.description, schema)
+        stored = await client.put_datasource(
+            args.dsid,
+            args.description,
+            schema,
+            dispatch=args.dispatch,
+            lease_seconds=args.lease_seconds,
+            max_attempts=args.max_attempts,
+            job_timeout=args.job_timeout,
+            cancel_grace=args.cancel_grace,
+        )
         if args.json:
             _print_json(stored)
         else:
@@ -350,10 +427,19 @@ async def _datasource(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
+def _workers(ds: dict[str, Any]) -> str:
+    """``  [lease; workers: w1, w2]`` for a catalogue entry (nothing for a plain stream one)."""
+    parts = [ds["dispatch"]] if ds.get("dispatch") not in (None, "stream") else []
+    names = [str(w.get("worker")) for w in ds.get("workers") or [] if isinstance(w, dict)]
+    if names:
+        parts.append("workers: " + ", ".join(names))
+    return f"  [{'; '.join(parts)}]" if parts else ""
+
+
 async def _submit(args: argparse.Namespace) -> int:
     request = _read_json(args.request, "the request")
     async with JobClient(args.url, args.token, **_connect_kwargs(args)) as client:
-        record = await client.submit(args.dsid, request, args.job)
+        record = await client.submit(args.dsid, request, args.job, timeout=args.timeout)
         if args.wait is not None:
             record = await _wait(client, args, args.dsid, record.job)
             _show(args, record)
@@ -547,6 +633,8 @@ def _run_driver(args: argparse.Namespace) -> int:
         state_file=args.state_file,
         concurrency=args.concurrency,
         retries=args.retries,
+        worker=args.worker,
+        standby=True if args.standby else None,
     )
     if not driver.token:
         raise UsageError(
@@ -559,6 +647,13 @@ def _run_driver(args: argparse.Namespace) -> int:
         driver.run_forever()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    except SlotTaken as exc:
+        print(
+            f"jobqueue-store run-driver: {exc.message} (run-driver --standby waits and takes "
+            "over when that worker stops.)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     return EXIT_OK
 
 

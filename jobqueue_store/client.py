@@ -37,7 +37,9 @@ from jobqueue_store.errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    LeaseLost,
     NotFound,
+    SlotTaken,
     StoreError,
     TooLarge,
     TooMany,
@@ -45,14 +47,18 @@ from jobqueue_store.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from jobqueue_store.models import JobPage, JobRecord
+from jobqueue_store.models import JobPage, JobRecord, Lease
 from jobqueue_store.schedules import SchedulePage, ScheduleRecord
 
 __all__ = [
+    "Claim",
     "ConnectionFailed",
     "DriverClient",
     "JobClient",
+    "LeaseLost",
     "Notification",
+    "Slot",
+    "SlotTaken",
     "StreamEntry",
     "Subscription",
     "SyncJobClient",
@@ -67,21 +73,22 @@ log = logging.getLogger("jobqueue_store.client")
 MAX_WAIT = 60.0
 """The longest ``?wait=`` the store accepts by default (SPEC 3); :meth:`JobClient.wait` loops."""
 
+_STATUS_ERRORS: tuple[type[StoreError], ...] = (
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict,
+    TooLarge,
+    UnsupportedMediaType,
+    TooMany,
+    Unavailable,
+)
+_SUB_ERRORS: tuple[type[StoreError], ...] = (LeaseLost, SlotTaken)
 ERRORS_BY_CODE: dict[str, type[StoreError]] = {
-    cls.code: cls
-    for cls in (
-        BadRequest,
-        Unauthorized,
-        Forbidden,
-        NotFound,
-        Conflict,
-        TooLarge,
-        UnsupportedMediaType,
-        TooMany,
-        Unavailable,
-    )
+    cls.code: cls for cls in _STATUS_ERRORS + _SUB_ERRORS
 }
-ERRORS_BY_STATUS: dict[int, type[StoreError]] = {cls.status: cls for cls in ERRORS_BY_CODE.values()}
+ERRORS_BY_STATUS: dict[int, type[StoreError]] = {cls.status: cls for cls in _STATUS_ERRORS}
 
 # Websocket close codes of the store (SPEC 3/4 and the websocket layer).
 CLOSE_TOKEN_EXPIRED = 4001
@@ -279,6 +286,59 @@ class StreamEntry:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A job this worker holds on a lease datasource: its status record and its lease.
+
+    Every status update of the job must carry ``lease.id``; the store answers
+    :class:`~jobqueue_store.errors.LeaseLost` once the lease is gone (expired, or the job was
+    taken back), and the worker must then stop working on the job.
+    """
+
+    record: JobRecord
+    lease: Lease
+
+    @property
+    def job(self) -> str:
+        """The job's id."""
+        return self.record.job
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Claim:
+        """Parse a status record that carries a ``lease``."""
+        lease = data.get("lease")
+        if not isinstance(lease, dict):
+            raise ValueError(f"the store sent job {data.get('job')!r} without its lease")
+        return cls(JobRecord.from_wire(data), Lease.from_wire(lease))
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """The worker slot of a stream datasource, as its holder sees it.
+
+    ``lease`` is renewed with :meth:`DriverClient.slot_heartbeat`; ``resume`` is the last ``seq``
+    the holders of the slot reported finished (None before any), kept by the store so that the
+    next holder continues from there.
+    """
+
+    lease: str
+    worker: str
+    expires_at: int
+    resume: int | None
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Slot:
+        """Parse the reply of taking or renewing the slot."""
+        lease = data["lease"]
+        resume = data.get("resume")
+        return cls(
+            lease=lease["id"],
+            worker=lease["worker"],
+            expires_at=int(lease["expires_at"]),
+            resume=None if resume is None else int(resume),
+        )
+
+
 def _path(*parts: str) -> str:
     return "/" + "/".join(quote(p, safe="") for p in parts)
 
@@ -368,8 +428,13 @@ class _Http:
         params: dict[str, str] | None = None,
         wait: float = 0.0,
         expect_json: bool = True,
+        retry: bool = True,
     ) -> tuple[int, Any, Mapping[str, str]]:
-        """One call, retried on transient failures: ``(status, decoded body, headers)``."""
+        """One call, retried on transient failures: ``(status, decoded body, headers)``.
+
+        ``retry=False`` for a call that is not idempotent: it is retried only when the store
+        surely did not do it (``429``, ``503``), never after a network failure.
+        """
         attempt = 0
         reloaded = False
         while True:
@@ -386,6 +451,8 @@ class _Http:
                     if attempt and isinstance(exc, ConnectionFailed):
                         exc.message = _gave_up(exc.message, attempt)
                         exc.args = (exc.message,)
+                    raise
+                if not retry and isinstance(exc, ConnectionFailed):
                     raise
                 delay = backoff_delay(attempt, self.backoff, self.max_backoff)
                 if isinstance(exc, TooMany):
@@ -651,22 +718,29 @@ class JobClient(_Http):
         job: str | None = None,
         *,
         wait: float | None = None,
+        timeout: int | None = None,
     ) -> JobRecord:
         """Submit a job (a GUID is generated when ``job`` is None) and return its record.
 
         Retried safely on transient failures: the store answers a repeat with the same record.
         With ``wait`` (0 < s <= 60), the store replies once the job is terminal or the wait ends.
+        With ``timeout`` (1-86400 whole seconds), the store asks for the job's cancellation if
+        it has not ended that long after the submit, and ends it ``cancelled`` after the
+        datasource's ``cancel_grace``.
         """
         job_id = job or new_job_id()
         params = {"wait": f"{wait:g}"} if wait else None
-        _, body, _ = await self.request(
+        body: dict[str, Any] = {"job": job_id, "request": request}
+        if timeout is not None:
+            body["timeout"] = timeout
+        _, reply, _ = await self.request(
             "POST",
             _path(dsid, "job", ""),
-            {"job": job_id, "request": request},
+            body,
             params=params,
             wait=wait or 0.0,
         )
-        return JobRecord.from_wire(body)
+        return JobRecord.from_wire(reply)
 
     async def status(self, dsid: str, job: str, *, wait: float | None = None) -> JobRecord:
         """The job's status record; with ``wait`` (<= 60 s), long-polls until it is terminal."""
@@ -877,12 +951,37 @@ class DriverClient(_Http):
     """A driver's asynchronous client of the store (SPEC 4); see :mod:`jobqueue_store.driver`."""
 
     async def put_datasource(
-        self, dsid: str, description: str = "", request_schema: dict[str, Any] | None = None
+        self,
+        dsid: str,
+        description: str = "",
+        request_schema: dict[str, Any] | None = None,
+        *,
+        dispatch: str | None = None,
+        lease_seconds: int | None = None,
+        max_attempts: int | None = None,
+        job_timeout: int | None = None,
+        cancel_grace: int | None = None,
     ) -> dict[str, Any]:
-        """Declare or update the datasource; returns it as the store stored it."""
+        """Declare or update the datasource; returns it as the store stored it.
+
+        ``dispatch`` is ``"stream"`` (one driver follows the request stream; the default) or
+        ``"lease"`` (any number of drivers claim jobs). ``lease_seconds`` (1-3600) is a job's
+        lease (lease dispatch) or the worker slot's (stream dispatch); ``max_attempts`` (1-100)
+        how many claims a job gets before it fails; ``job_timeout`` the default deadline of its
+        jobs in seconds; ``cancel_grace`` the seconds between a deadline's cancel request and the
+        job ending ``cancelled``. Settings left None are not sent.
+        """
         body: dict[str, Any] = {"description": description}
         if request_schema is not None:
             body["request_schema"] = request_schema
+        settings = {
+            "dispatch": dispatch,
+            "lease_seconds": lease_seconds,
+            "max_attempts": max_attempts,
+            "job_timeout": job_timeout,
+            "cancel_grace": cancel_grace,
+        }
+        body.update({k: v for k, v in settings.items() if v is not None})
         _, reply, _ = await self.request("PUT", _path("jobs", dsid), body)
         result: dict[str, Any] = reply
         return result
@@ -903,8 +1002,16 @@ class DriverClient(_Http):
         has_response: bool = False,
         error: str | None = None,
         progress: float | None = None,
+        lease: str | None = None,
+        retry_in: float | None = None,
     ) -> JobRecord:
-        """Report a job's status (``response`` is sent when not None or ``has_response``)."""
+        """Report a job's status (``response`` is sent when not None or ``has_response``).
+
+        On a lease datasource ``lease`` is the id of the job's lease (from :meth:`claim`); a lost
+        lease raises :class:`~jobqueue_store.errors.LeaseLost`. ``retrying`` with ``retry_in``
+        seconds gives the job back: it can be claimed again after that delay. The reply's
+        ``cancel_requested`` tells the worker that the job's client wants it cancelled.
+        """
         body: dict[str, Any] = {"status": status}
         if has_response or response is not None:
             body["response"] = response
@@ -912,8 +1019,66 @@ class DriverClient(_Http):
             body["error"] = error
         if progress is not None:
             body["progress"] = progress
+        if lease is not None:
+            body["lease"] = lease
+        if retry_in is not None:
+            body["retry_in"] = retry_in
         _, reply, _ = await self.request("POST", _path("jobs", dsid, "job", job, ""), body)
         return JobRecord.from_wire(reply)
+
+    async def claim(self, dsid: str, worker: str, max: int = 1, wait: float = 0.0) -> list[Claim]:
+        """Claim up to ``max`` (1-100) jobs of a lease datasource, oldest first.
+
+        Each is ``accepted`` now and held by ``worker`` under its own lease. With nothing to
+        claim the store waits up to ``wait`` seconds (0-60) for a submit, then answers with no
+        jobs. A claim is not repeated on a network failure: the jobs of a claim whose reply was
+        lost come back to the queue when their leases run out.
+        """
+        body: dict[str, Any] = {"worker": worker, "max": max}
+        if wait:
+            body["wait"] = wait
+        _, reply, _ = await self.request(
+            "POST", _path("jobs", dsid, "claim"), body, wait=wait, retry=False
+        )
+        return [Claim.from_wire(j) for j in reply["jobs"]]
+
+    async def heartbeat(self, dsid: str, job: str, lease: str) -> JobRecord:
+        """Renew a job's lease without changing its status; returns its record.
+
+        :class:`~jobqueue_store.errors.LeaseLost` if the lease is gone; a record with
+        ``cancel_requested`` means the job's client asked for it to be cancelled.
+        """
+        _, reply, _ = await self.request(
+            "POST", _path("jobs", dsid, "job", job, "heartbeat"), {"lease": lease}
+        )
+        return JobRecord.from_wire(reply)
+
+    async def take_slot(self, dsid: str, worker: str) -> Slot:
+        """Take the worker slot of a stream datasource for ``worker``.
+
+        :class:`~jobqueue_store.errors.SlotTaken` (its sentence names the holder) while another
+        worker holds it. The slot lapses unless renewed with :meth:`slot_heartbeat` within the
+        datasource's ``lease_seconds``.
+        """
+        _, reply, _ = await self.request("POST", _path("jobs", dsid, "worker"), {"worker": worker})
+        return Slot.from_wire(reply)
+
+    async def slot_heartbeat(self, dsid: str, lease: str, resume: int | None) -> Slot:
+        """Renew the worker slot, reporting ``resume``: the last ``seq`` this worker finished.
+
+        :class:`~jobqueue_store.errors.LeaseLost` if the slot lapsed or another worker took it.
+        """
+        body: dict[str, Any] = {"lease": lease}
+        if resume is not None:
+            body["resume"] = resume
+        _, reply, _ = await self.request("POST", _path("jobs", dsid, "worker", "heartbeat"), body)
+        return Slot.from_wire(reply)
+
+    async def release_slot(self, dsid: str, lease: str) -> None:
+        """Free the worker slot now, so that a standby takes over without waiting."""
+        await self.request(
+            "DELETE", _path("jobs", dsid, "worker"), {"lease": lease}, expect_json=False
+        )
 
     async def job(self, dsid: str, job: str) -> JobRecord:
         """Any job's status record on the datasource."""
@@ -974,10 +1139,16 @@ class SyncJobClient:
         self._runner.close()
 
     def submit(
-        self, dsid: str, request: Any, job: str | None = None, *, wait: float | None = None
+        self,
+        dsid: str,
+        request: Any,
+        job: str | None = None,
+        *,
+        wait: float | None = None,
+        timeout: int | None = None,
     ) -> JobRecord:
         """See :meth:`JobClient.submit`."""
-        return self._runner.run(self._client.submit(dsid, request, job, wait=wait))
+        return self._runner.run(self._client.submit(dsid, request, job, wait=wait, timeout=timeout))
 
     def status(self, dsid: str, job: str) -> JobRecord:
         """See :meth:`JobClient.status`."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +32,30 @@ async def count(job: Job) -> Any:
         while not await asyncio.to_thread(until.exists):  # noqa: ASYNC110 (a test creates it)
             await asyncio.sleep(0.02)
     return {"echo": job.request}
+
+
+leased = Driver(description="records its runs", concurrency=16)
+"""For lease datasources: appends ``start <job> <attempt> <time>`` to the file named by
+``RUN_LOG`` when its handler starts a job, and ``done <job> <status> <time>`` once the store has
+recorded the job's final status from this process. A request ``{"sleep": s}`` runs for s
+seconds."""
+
+
+def _record(*fields: object) -> None:
+    with open(os.environ["RUN_LOG"], "a") as log:
+        log.write(" ".join(str(f) for f in (*fields, f"{time.time():.4f}")) + "\n")
+
+
+@leased.handler
+async def run_leased(job: Job) -> Any:
+    """Record the start, sleep as asked, answer."""
+    _record("start", job.id, job.attempt)
+    request = job.request if isinstance(job.request, dict) else {}
+    await asyncio.sleep(float(request.get("sleep", 0)))
+    return {"ran": job.id}
+
+
+@leased.on_outcome
+def leased_done(job: str, status: str) -> None:
+    """Record the outcome the store accepted."""
+    _record("done", job, status)
