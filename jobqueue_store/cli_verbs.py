@@ -12,6 +12,10 @@
     run-driver MODULE:ATTR [--dsid DSID] [--state-file PATH]          run a Driver object
         [--worker NAME] [--standby] [--concurrency N]
     run-driver shell|http [OPTIONS]                                   run a built-in driver
+    schedule add DSID SCHEDULE REQUEST (--cron EXPR [--timezone TZ] | --at TIME)
+             [--catch-up none|one|all] [--timeout S]                  create a schedule (client)
+    schedule list DSID | show DSID SCHEDULE | runs DSID SCHEDULE      your schedules, one, its runs
+    schedule pause|resume|delete DSID SCHEDULE                        stop, restart, soft-delete
 
 ``REQUEST`` and ``--schema`` are JSON text, ``@path`` to read a file, or ``-`` for standard input.
 Every verb takes ``--url`` (default ``JOBQUEUE_STORE_URL``, else ``http://127.0.0.1:8080``; a URL
@@ -37,6 +41,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -50,12 +55,13 @@ from jobqueue_store.client import (
 )
 from jobqueue_store.errors import SlotTaken, StoreError, Unavailable
 from jobqueue_store.models import JobRecord, Status
+from jobqueue_store.schedules import ScheduleRecord
 
 __all__ = ["VERBS", "register", "run"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 VERBS = frozenset(
-    {"datasource", "submit", "status", "cancel", "jobs", "watch", "run-driver"}
+    {"datasource", "submit", "status", "cancel", "jobs", "watch", "run-driver", "schedule"}
     | {"update", "stop", "start", "revisions"}
 )
 
@@ -222,6 +228,7 @@ def register(commands: Any) -> None:
     )
 
     _register_pipeline_verbs(commands, common)
+    _register_schedule(commands, common)
 
     run_driver = commands.add_parser(
         "run-driver",
@@ -727,7 +734,127 @@ def _run_driver(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _register_schedule(commands: Any, common: argparse.ArgumentParser) -> None:
+    schedule = commands.add_parser(
+        "schedule", help="run a job at a time or every so often (cron), and see its runs"
+    )
+    actions = schedule.add_subparsers(dest="schedule_action", required=True)
+    add = actions.add_parser(
+        "add",
+        parents=[common],
+        help="create a schedule: --cron for recurring runs, --at for one run",
+        description="Create a schedule. Same id rules as a job: repeating the same command is "
+        "harmless; another definition under a used (or deleted) id is refused.",
+    )
+    add.add_argument("dsid", help="the datasource its runs go to")
+    add.add_argument("schedule", help="the schedule id (1-100 characters of A-Z a-z 0-9 . _ ~ : -)")
+    add.add_argument("request", help="each run's request: JSON, @file or - (standard input)")
+    when = add.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help="a 5-field cron expression, e.g. '*/5 * * * *'")
+    when.add_argument(
+        "--at", help="one run at this time: RFC 3339 with an offset, or ms since the epoch"
+    )
+    add.add_argument("--timezone", default=None, help="with --cron: an IANA name (default UTC)")
+    add.add_argument(
+        "--catch-up",
+        choices=["none", "one", "all"],
+        default=None,
+        help="fire times missed while the store was down: none, one run (default), or each",
+    )
+    add.add_argument("--timeout", type=int, default=None, help="each run's timeout in seconds")
+    listing = actions.add_parser("list", parents=[common], help="your schedules, newest first")
+    listing.add_argument("dsid", help="the datasource")
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    for name, text in [
+        ("show", "a schedule's record"),
+        ("runs", "a schedule's runs, newest first"),
+        ("pause", "no runs until resumed"),
+        ("resume", "runs again from the next fire time"),
+        ("delete", "soft delete: no further runs; record and runs stay readable"),
+    ]:
+        one = actions.add_parser(name, parents=[common], help=text)
+        one.add_argument("dsid", help="the datasource")
+        one.add_argument("schedule", help="the schedule id")
+        if name == "runs":
+            one.add_argument("--limit", type=int, default=100, help="at most this many")
+
+
+def _describe_schedule(record: ScheduleRecord) -> str:
+    when = f"cron '{record.cron}' {record.timezone}" if record.cron else f"at {_iso(record.at)}"
+    following = f"next {_iso(record.next_run_at)}" if record.next_run_at is not None else "no next"
+    return f"{record.schedule}  {record.state}  {when}  {following}  runs {record.runs}" + (
+        f"  last {record.last_run}" if record.last_run else ""
+    )
+
+
+def _iso(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _schedule(args: argparse.Namespace) -> int:
+    action = args.schedule_action
+    limit = getattr(args, "limit", 100)
+    if limit < 1:
+        raise UsageError("--limit must be at least 1")
+    async with JobClient(args.url, args.token, **_connect_kwargs(args)) as client:
+        if action in ("list", "runs"):
+            items: list[Any] = []
+            source = (
+                client.schedules(args.dsid, page_size=min(limit, 1000))
+                if action == "list"
+                else client.runs(args.dsid, args.schedule, page_size=min(limit, 1000))
+            )
+            async for item in source:
+                items.append(item)
+                if len(items) >= limit:
+                    break
+            key = "schedules" if action == "list" else "jobs"
+            if args.json:
+                _print_json({key: [i.to_wire() for i in items]})
+            else:
+                for item in items:
+                    if isinstance(item, ScheduleRecord):
+                        print(_describe_schedule(item))
+                    else:
+                        print(f"{item.job}  {item.status.value}  for {_iso(item.scheduled_for)}")
+                if not items:
+                    print(f"no {'schedules' if action == 'list' else 'runs'}", file=sys.stderr)
+            return EXIT_OK
+        if action == "add":
+            at: int | str | None = args.at
+            if isinstance(at, str) and at.isdigit():
+                at = int(at)
+            if args.timezone is not None and args.cron is None:
+                raise UsageError("--timezone goes with --cron")
+            record = await client.schedule(
+                args.dsid,
+                args.schedule,
+                _read_json(args.request, "the request"),
+                cron=args.cron,
+                timezone=args.timezone,
+                at=at,
+                catch_up=args.catch_up,
+                timeout=args.timeout,
+            )
+        elif action == "show":
+            record = await client.get_schedule(args.dsid, args.schedule)
+        elif action == "pause":
+            record = await client.pause(args.dsid, args.schedule)
+        elif action == "resume":
+            record = await client.resume(args.dsid, args.schedule)
+        else:
+            record = await client.delete_schedule(args.dsid, args.schedule)
+        if args.json:
+            _print_json(record.to_wire())
+        else:
+            print(_describe_schedule(record))
+        return EXIT_OK
+
+
 VERB_FUNCTIONS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "schedule": _schedule,
     "datasource": _datasource,
     "submit": _submit,
     "status": _status,

@@ -24,6 +24,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
@@ -47,6 +48,7 @@ from jobqueue_store.errors import (
     UnsupportedMediaType,
 )
 from jobqueue_store.models import JobPage, JobRecord, Lease
+from jobqueue_store.schedules import SchedulePage, ScheduleRecord
 
 __all__ = [
     "Claim",
@@ -507,7 +509,7 @@ class _Http:
     def subscription(
         self,
         path: str,
-        parse: Callable[[dict[str, Any]], T],
+        parse: Callable[[dict[str, Any]], T | None],
         seq_of: Callable[[T], int],
         after: int | None,
         *,
@@ -549,7 +551,7 @@ class Subscription(Generic[T]):
         self,
         http: _Http,
         path: str,
-        parse: Callable[[dict[str, Any]], T],
+        parse: Callable[[dict[str, Any]], T | None],
         seq_of: Callable[[T], int],
         after: int | None,
         *,
@@ -613,6 +615,8 @@ class Subscription(Generic[T]):
                 continue
             if msg.type is aiohttp.WSMsgType.TEXT:
                 item = self._parse(codec.loads(msg.data))
+                if item is None:
+                    continue  # a frame this subscription does not yield (a schedule's change)
                 seq = self._seq_of(item)
                 if self.last_seq is not None and seq <= self.last_seq:
                     continue
@@ -828,7 +832,7 @@ class JobClient(_Http):
         """
         return self.subscription(
             _path("sub", dsid, "job"),
-            Notification.from_wire,
+            _job_notification,
             lambda n: n.seq,
             after,
             retries=retries,
@@ -864,6 +868,123 @@ class JobClient(_Http):
         _, reply, _ = await self.request("GET", _path(dsid, "job", job, "revisions"))
         result: list[dict[str, Any]] = reply["revisions"]
         return result
+
+    # schedules ----------------------------------------------------------------------------------
+    async def schedule(
+        self,
+        dsid: str,
+        schedule: str,
+        request: Any,
+        *,
+        cron: str | None = None,
+        timezone: str | None = None,
+        at: int | str | datetime | None = None,
+        catch_up: Literal["none", "one", "all"] | None = None,
+        timeout: int | None = None,
+    ) -> ScheduleRecord:
+        """Create schedule ``schedule`` on ``dsid``: one run ``at`` a time (ms, RFC 3339 text or
+        an aware ``datetime``), or runs by ``cron`` (5 fields) in ``timezone`` (default UTC).
+
+        Idempotent: retrying the same schedule returns the stored record; another definition
+        under the same id (or a deleted one's) raises ``Conflict``.
+        """
+        body: dict[str, Any] = {"schedule": schedule, "request": request}
+        if cron is not None:
+            body["cron"] = cron
+        if timezone is not None:
+            body["timezone"] = timezone
+        if isinstance(at, datetime):
+            body["at"] = int(at.timestamp() * 1000)
+        elif at is not None:
+            body["at"] = at
+        if catch_up is not None:
+            body["catch_up"] = catch_up
+        if timeout is not None:
+            body["timeout"] = timeout
+        _, reply, _ = await self.request("POST", _path(dsid, "schedule", ""), body)
+        return ScheduleRecord.from_wire(reply)
+
+    async def get_schedule(self, dsid: str, schedule: str) -> ScheduleRecord:
+        """The schedule's record (deleted ones too)."""
+        _, reply, _ = await self.request("GET", _path(dsid, "schedule", schedule, ""))
+        return ScheduleRecord.from_wire(reply)
+
+    async def schedules_page(
+        self, dsid: str, *, limit: int = 100, cursor: str | None = None
+    ) -> SchedulePage:
+        """One page of the caller's schedules, newest first."""
+        params = {"limit": str(limit)}
+        if cursor:
+            params["cursor"] = cursor
+        _, body, _ = await self.request("GET", _path(dsid, "schedule", ""), params=params)
+        return SchedulePage(
+            [ScheduleRecord.from_wire(s) for s in body["schedules"]], body.get("next")
+        )
+
+    async def schedules(self, dsid: str, *, page_size: int = 100) -> AsyncIterator[ScheduleRecord]:
+        """Every schedule of the caller on ``dsid``, newest first, page after page."""
+        cursor: str | None = None
+        while True:
+            page = await self.schedules_page(dsid, limit=page_size, cursor=cursor)
+            for record in page.schedules:
+                yield record
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    async def runs_page(
+        self, dsid: str, schedule: str, *, limit: int = 100, cursor: str | None = None
+    ) -> JobPage:
+        """One page of the schedule's runs (ordinary job records), newest first."""
+        params = {"limit": str(limit)}
+        if cursor:
+            params["cursor"] = cursor
+        _, body, _ = await self.request(
+            "GET", _path(dsid, "schedule", schedule, "runs"), params=params
+        )
+        return JobPage([JobRecord.from_wire(j) for j in body["jobs"]], body.get("next"))
+
+    async def runs(
+        self, dsid: str, schedule: str, *, page_size: int = 100
+    ) -> AsyncIterator[JobRecord]:
+        """Every run of the schedule, newest first, page after page."""
+        cursor: str | None = None
+        while True:
+            page = await self.runs_page(dsid, schedule, limit=page_size, cursor=cursor)
+            for record in page.jobs:
+                yield record
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    async def pause(self, dsid: str, schedule: str) -> ScheduleRecord:
+        """Pause the schedule: no runs until resumed (409 if it is deleted)."""
+        _, reply, _ = await self.request("POST", _path(dsid, "schedule", schedule, "pause"))
+        return ScheduleRecord.from_wire(reply)
+
+    async def resume(self, dsid: str, schedule: str) -> ScheduleRecord:
+        """Resume the schedule: runs from its next fire time on (409 if it is deleted)."""
+        _, reply, _ = await self.request("POST", _path(dsid, "schedule", schedule, "resume"))
+        return ScheduleRecord.from_wire(reply)
+
+    async def delete_schedule(self, dsid: str, schedule: str) -> ScheduleRecord:
+        """Soft-delete the schedule: no further runs; its record and runs stay readable."""
+        _, reply, _ = await self.request("DELETE", _path(dsid, "schedule", schedule, ""))
+        return ScheduleRecord.from_wire(reply)
+
+    async def cancel_run(self, dsid: str, schedule: str, job: str) -> JobRecord:
+        """Cancel one run of the schedule; returns the run's last known record."""
+        _, reply, _ = await self.request(
+            "DELETE", _path(dsid, "schedule", schedule, "run", job, "")
+        )
+        return JobRecord.from_wire(reply)
+
+
+def _job_notification(data: dict[str, Any]) -> Notification | None:
+    """A job notification frame, or ``None`` for a schedule's (``subscribe`` yields jobs only)."""
+    if data.get("type") == "schedule":
+        return None
+    return Notification.from_wire(data)
 
 
 class DriverClient(_Http):
@@ -1111,6 +1232,50 @@ class SyncJobClient:
             if not page.next_cursor:
                 return
             cursor = page.next_cursor
+
+    def schedule(self, dsid: str, schedule: str, request: Any, **options: Any) -> ScheduleRecord:
+        """See :meth:`JobClient.schedule`."""
+        return self._runner.run(self._client.schedule(dsid, schedule, request, **options))
+
+    def get_schedule(self, dsid: str, schedule: str) -> ScheduleRecord:
+        """See :meth:`JobClient.get_schedule`."""
+        return self._runner.run(self._client.get_schedule(dsid, schedule))
+
+    def schedules(self, dsid: str) -> Iterator[ScheduleRecord]:
+        """See :meth:`JobClient.schedules`: pages are fetched as the iteration goes."""
+        cursor: str | None = None
+        while True:
+            page = self._runner.run(self._client.schedules_page(dsid, cursor=cursor))
+            yield from page.schedules
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def runs(self, dsid: str, schedule: str) -> Iterator[JobRecord]:
+        """See :meth:`JobClient.runs`: pages are fetched as the iteration goes."""
+        cursor: str | None = None
+        while True:
+            page = self._runner.run(self._client.runs_page(dsid, schedule, cursor=cursor))
+            yield from page.jobs
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def pause(self, dsid: str, schedule: str) -> ScheduleRecord:
+        """See :meth:`JobClient.pause`."""
+        return self._runner.run(self._client.pause(dsid, schedule))
+
+    def resume(self, dsid: str, schedule: str) -> ScheduleRecord:
+        """See :meth:`JobClient.resume`."""
+        return self._runner.run(self._client.resume(dsid, schedule))
+
+    def delete_schedule(self, dsid: str, schedule: str) -> ScheduleRecord:
+        """See :meth:`JobClient.delete_schedule`."""
+        return self._runner.run(self._client.delete_schedule(dsid, schedule))
+
+    def cancel_run(self, dsid: str, schedule: str, job: str) -> JobRecord:
+        """See :meth:`JobClient.cancel_run`."""
+        return self._runner.run(self._client.cancel_run(dsid, schedule, job))
 
     def subscribe(self, dsid: str, *, after: int | None = None) -> Iterator[Notification]:
         """See :meth:`JobClient.subscribe`: a blocking iterator of notifications."""

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 
 from jobqueue_store.models import Event
+from jobqueue_store.schedules import ScheduleEvent
 
 Channel = tuple[str, ...]
 
@@ -48,13 +49,13 @@ class Subscription:
         self._hub = hub
         self.channel = channel
         self._maxsize = maxsize
-        self._items: deque[Event] = deque()
+        self._items: deque[Event | ScheduleEvent] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self.overflowed = False
         self.last_seq = 0
         """The ``seq`` of the last event taken with :meth:`get` or :meth:`drain`."""
 
-    def offer(self, event: Event) -> None:
+    def offer(self, event: Event | ScheduleEvent) -> None:
         """Queue ``event``; mark the subscription overflowed when the queue is full."""
         if self.overflowed:
             return
@@ -70,7 +71,7 @@ class Subscription:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def drain(self) -> list[Event]:
+    def drain(self) -> list[Event | ScheduleEvent]:
         """Take every queued event now."""
         items = list(self._items)
         self._items.clear()
@@ -132,7 +133,7 @@ class Hub:
         """Open subscriptions, all channels."""
         return sum(len(s) for s in self._channels.values())
 
-    def publish(self, events: Sequence[Event]) -> None:
+    def publish(self, events: Sequence[Event | ScheduleEvent]) -> None:
         """Fan committed ``events`` (in ``seq`` order) out to their channels' subscribers."""
         channels = self._channels
         for event in events:
@@ -149,8 +150,9 @@ class Hub:
                         sub.offer(event)
 
 
-def _channels_of(event: Event) -> Iterable[Channel]:
-    yield job_channel(event.datasource_id, event.job)
+def _channels_of(event: Event | ScheduleEvent) -> Iterable[Channel]:
+    if isinstance(event, Event):  # a schedule event goes to its client's channels only
+        yield job_channel(event.datasource_id, event.job)
     yield client_channel(event.datasource_id, event.client)
     yield datasource_channel(event.datasource_id)
     if event.in_request_stream:

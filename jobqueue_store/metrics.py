@@ -46,6 +46,7 @@ from prometheus_client.utils import floatToGoString
 
 from jobqueue_store.errors import StoreError
 from jobqueue_store.models import Event, Role, Status
+from jobqueue_store.schedules import ScheduleEvent
 
 if TYPE_CHECKING:
     from jobqueue_store.auth import Principal
@@ -224,9 +225,11 @@ class Metrics:
         self.commits.inc()
         self.batch_size.observe(writes)
 
-    def observe_events(self, events: Sequence[Event]) -> None:
+    def observe_events(self, events: Sequence[Event | ScheduleEvent]) -> None:
         """Committed events: a job's only terminal event gives its submit-to-terminal time."""
         for event in events:
+            if isinstance(event, ScheduleEvent):
+                continue
             record = event.record
             if record.terminal:
                 self.job_seconds.labels(event.datasource_id, record.status.value).observe(
@@ -234,11 +237,11 @@ class Metrics:
                 )
 
     def observing(
-        self, listener: Callable[[Sequence[Event]], None]
-    ) -> Callable[[Sequence[Event]], None]:
+        self, listener: Callable[[Sequence[Event | ScheduleEvent]], None]
+    ) -> Callable[[Sequence[Event | ScheduleEvent]], None]:
         """``listener`` (the hub), with :meth:`observe_events` first."""
 
-        def both(events: Sequence[Event]) -> None:
+        def both(events: Sequence[Event | ScheduleEvent]) -> None:
             self.observe_events(events)
             listener(events)
 

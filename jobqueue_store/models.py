@@ -208,6 +208,10 @@ class JobRecord:
     """Whether the current revision rolls back if its driver reports it ``failed``."""
     rollback_of: int | None = None
     """The revision whose failure created the current revision (a rollback)."""
+    schedule: str | None = None
+    """The schedule whose run this job is (runs only)."""
+    scheduled_for: int | None = None
+    """The fire time (ms) this run was created for (runs only)."""
 
     @property
     def terminal(self) -> bool:
@@ -247,6 +251,9 @@ class JobRecord:
             out["rollback"] = True
         if self.rollback_of is not None:
             out["rollback_of"] = self.rollback_of
+        if self.schedule is not None:
+            out["schedule"] = self.schedule
+            out["scheduled_for"] = self.scheduled_for
         return out
 
     @classmethod
@@ -274,6 +281,8 @@ class JobRecord:
             desired_state=data.get("desired_state", "running"),
             rollback=data.get("rollback", False),
             rollback_of=data.get("rollback_of"),
+            schedule=data.get("schedule"),
+            scheduled_for=data.get("scheduled_for"),
         )
 
 

@@ -414,6 +414,102 @@ def _pipeline_paths(paths: dict[str, Any]) -> dict[str, Any]:
     return paths
 
 
+SID = _path_param("sid", "Schedule id.", "^[A-Za-z0-9._~:-]{1,100}$")
+PAGE = [
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "required": False,
+        "description": "The 'next' value of the previous page.",
+        "schema": {"type": "string"},
+    },
+]
+
+
+def _schedule_paths() -> dict[str, Any]:
+    """Schedules and their runs (client and admin tokens)."""
+    record = "schedule_record"
+    return {
+        "/{dsid}/schedule/": {
+            "parameters": [DSID],
+            "post": {
+                "operationId": "createSchedule",
+                "summary": "Create a one-off (at) or recurring (cron) schedule (idempotent by id).",
+                "requestBody": _body("schedule"),
+                "responses": {
+                    "201": _ok("New schedule, durably stored.", record),
+                    "200": _ok("An identical schedule already exists under this id.", record),
+                    **_errors(400, 404, 409, 413, 415),
+                },
+            },
+            "get": {
+                "operationId": "listSchedules",
+                "summary": "The caller's schedules, newest first.",
+                "parameters": PAGE,
+                "responses": {
+                    "200": _ok("One page.", "schedule_list"),
+                    **_errors(400, 404),
+                },
+            },
+        },
+        "/{dsid}/schedule/{sid}/": {
+            "parameters": [DSID, SID],
+            "get": {
+                "operationId": "getSchedule",
+                "summary": "A schedule's record (deleted ones too).",
+                "responses": {"200": _ok("The record.", record), **_errors(400, 404)},
+            },
+            "delete": {
+                "operationId": "deleteSchedule",
+                "summary": "Soft delete: no further runs; the record and its runs stay readable.",
+                "responses": {"200": _ok("The deleted record.", record), **_errors(400, 404)},
+            },
+        },
+        "/{dsid}/schedule/{sid}/runs": {
+            "parameters": [DSID, SID],
+            "get": {
+                "operationId": "scheduleRuns",
+                "summary": "The schedule's runs (ordinary jobs), newest first.",
+                "parameters": PAGE,
+                "responses": {"200": _ok("One page.", "job_list"), **_errors(400, 404)},
+            },
+        },
+        "/{dsid}/schedule/{sid}/pause": {
+            "parameters": [DSID, SID],
+            "post": {
+                "operationId": "pauseSchedule",
+                "summary": "Pause: no runs until resumed.",
+                "responses": {"200": _ok("The record.", record), **_errors(400, 404, 409)},
+            },
+        },
+        "/{dsid}/schedule/{sid}/resume": {
+            "parameters": [DSID, SID],
+            "post": {
+                "operationId": "resumeSchedule",
+                "summary": "Resume: runs from the next fire time on.",
+                "responses": {"200": _ok("The record.", record), **_errors(400, 404, 409)},
+            },
+        },
+        "/{dsid}/schedule/{sid}/run/{job}/": {
+            "parameters": [DSID, SID, JOB],
+            "delete": {
+                "operationId": "cancelRun",
+                "summary": "Cancel one run of the schedule.",
+                "responses": {
+                    "200": _ok("The run's last known record.", "status_record"),
+                    **_errors(400, 404),
+                },
+            },
+        },
+    }
+
+
 @functools.cache
 def document() -> dict[str, Any]:
     """The whole OpenAPI 3.1 document."""
@@ -429,7 +525,7 @@ def document() -> dict[str, Any]:
         },
         "jsonSchemaDialect": METASCHEMA,
         "security": [{"bearer": []}, {"apiKey": []}],
-        "paths": _pipeline_paths(_paths()),
+        "paths": {**_pipeline_paths(_paths()), **_schedule_paths()},
         "components": {
             "schemas": schemas,
             "securitySchemes": {

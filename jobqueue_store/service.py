@@ -401,7 +401,7 @@ class JobService:
                     fresh = await self.store.get_job(record.datasource_id, record.job)
                     return fresh or record
                 for event in sub.drain():
-                    if event.record.version > record.version:
+                    if isinstance(event, Event) and event.record.version > record.version:
                         record = event.record
         finally:
             self._waits.discard(sub)

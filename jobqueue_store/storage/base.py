@@ -42,9 +42,16 @@ from jobqueue_store.models import (
     StatusUpdate,
     WorkerInfo,
 )
+from jobqueue_store.schedules import (
+    ScheduleAction,
+    ScheduleEvent,
+    SchedulePage,
+    ScheduleRecord,
+    ScheduleSpec,
+)
 from jobqueue_store.timers import Clock
 
-Listener = Callable[[Sequence[Event]], None]
+Listener = Callable[[Sequence[Event | ScheduleEvent]], None]
 CommitObserver = Callable[[int], None]
 
 
@@ -87,7 +94,7 @@ class Store(abc.ABC):
         """Receive committed events, in ``seq`` order, after each commit."""
         self._listener = listener
 
-    def _publish(self, events: Sequence[Event]) -> None:
+    def _publish(self, events: Sequence[Event | ScheduleEvent]) -> None:
         if events and self._listener is not None:
             self._listener(events)
 
@@ -311,6 +318,47 @@ class Store(abc.ABC):
     async def last_seq(self) -> int:
         """The largest committed ``seq`` (0 for an empty log), purged events included."""
 
+    # schedules (rules: jobqueue_store.schedules) ----------------------------------------------
+    @abc.abstractmethod
+    async def create_schedule(
+        self, dsid: str, spec: ScheduleSpec, client: str
+    ) -> tuple[ScheduleRecord, bool]:
+        """Create schedule ``spec`` of ``client``; return ``(record, created)`` (one schedule
+        event if created). ``Conflict`` per :func:`~jobqueue_store.schedules.decide_create`,
+        ``NotFound`` for an unknown datasource. Its runs are fired by :meth:`fire_due`: each
+        an ordinary submit of id ``<schedule>.<fire ms>``, once per fire time."""
+
+    @abc.abstractmethod
+    async def change_schedule(
+        self, dsid: str, schedule: str, action: ScheduleAction
+    ) -> ScheduleRecord:
+        """Pause, resume or soft-delete a schedule, decided against the committed row; one
+        schedule event if it changed. ``NotFound``; ``Conflict`` for a deleted schedule."""
+
+    @abc.abstractmethod
+    async def get_schedule(self, dsid: str, schedule: str) -> ScheduleRecord | None:
+        """The schedule's record (deleted ones included), or ``None``."""
+
+    @abc.abstractmethod
+    async def list_schedules(
+        self, dsid: str, client: str | None, *, limit: int = 100, cursor: str | None = None
+    ) -> SchedulePage:
+        """A client's schedules (every client's for ``None``), newest first; ``cursor`` as for
+        :meth:`list_jobs`."""
+
+    @abc.abstractmethod
+    async def list_runs(
+        self, dsid: str, schedule: str, *, limit: int = 100, cursor: str | None = None
+    ) -> JobPage:
+        """A schedule's runs, newest first; ``cursor`` as for :meth:`list_jobs`."""
+
+    @abc.abstractmethod
+    async def schedule_events_after(
+        self, dsid: str, client: str | None, after: int, upto: int, limit: int = 1000
+    ) -> list[ScheduleEvent]:
+        """Schedule events of ``dsid`` (of ``client``'s schedules) with ``after < seq <= upto``,
+        by ``seq``, at most ``limit`` (a client subscription's replay)."""
+
     # retention ----------------------------------------------------------------------------------
     @abc.abstractmethod
     async def purge(self, older_than_ms: int, *, limit: int = 10_000) -> int:
@@ -321,6 +369,10 @@ class Store(abc.ABC):
         purge. Raises the largest ``seq`` it deleted into :meth:`purged_through` in that same
         transaction. Call again while it returns ``limit``. A purged job's id is free again: a
         submit with it creates a new job.
+
+        It also deletes at most ``limit`` schedule events older than ``older_than_ms`` (the
+        schedules and their runs stay; runs are jobs like any other) and returns the larger of
+        the two counts, so that a caller looping while it returns ``limit`` purges both.
         """
 
     @abc.abstractmethod

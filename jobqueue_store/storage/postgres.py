@@ -34,12 +34,13 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
 
 from jobqueue_store import codec, leases, revisions
+from jobqueue_store import schedules as schedule_rules
 from jobqueue_store.errors import BadRequest, NotFound, StoreError, Unavailable
 from jobqueue_store.lifecycle import (
     Outcome,
@@ -60,8 +61,16 @@ from jobqueue_store.models import (
     StatusUpdate,
     WorkerInfo,
 )
+from jobqueue_store.schedules import (
+    ScheduleAction,
+    ScheduleEvent,
+    SchedulePage,
+    ScheduleRecord,
+    ScheduleSpec,
+)
 from jobqueue_store.storage import postgres_leases as pl
 from jobqueue_store.storage import postgres_revisions as prv
+from jobqueue_store.storage import postgres_schedules as ps
 from jobqueue_store.storage.base import DatasourceJobs, Store, job_stats_from
 from jobqueue_store.storage.migrations import packaged
 from jobqueue_store.timers import Clock, SystemClock
@@ -163,7 +172,11 @@ _SQL_ENTRIES_SINCE = (
     f"SELECT {_EVENT_COLUMNS} FROM events WHERE datasource_id = $1 AND type <> 'status' "
     "AND ts >= $2 AND seq > $3 ORDER BY seq LIMIT $4"
 )
-_SQL_EVENTS_ALL_AFTER = f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
+# Job events and schedule events in one statement: one snapshot, so no seq is skipped.
+_SQL_EVENTS_ALL_AFTER = (
+    f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > $1 UNION ALL "
+    f"{ps.EVENTS_UNION} WHERE seq > $1 ORDER BY seq LIMIT $2"
+)
 # Data-modifying CTEs run to completion whatever the outer query reads. The status list repeats
 # the predicate of the partial index jobs_terminal_by_updated so that the planner uses it.
 _SQL_PURGE = """
@@ -236,6 +249,8 @@ def _row_record(row: asyncpg.Record) -> JobRecord:
         attempts=row["attempts"],
         retry_at=row["retry_at"],
         deadline=row["deadline"],
+        schedule=row["schedule"],
+        scheduled_for=row["scheduled_for"],
     )
     return prv.with_pipeline(record, row["pipeline"])
 
@@ -296,6 +311,8 @@ class _Submit:
     request: Any
     request_text: str
     timeout: int | None = None
+    schedule: str | None = None
+    scheduled_for: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +337,7 @@ class _Purge:
 
 _JobOp = _Submit | _Cancel | _Update | pl.Heartbeat | prv.Revise | prv.Desired
 _BatchOp = _JobOp | pl.Claim | pl.FireDue
-_Op = _BatchOp | _Purge
+_Op = _BatchOp | _Purge | ps.ScheduleOp
 
 
 @dataclass(slots=True)
@@ -354,6 +371,8 @@ class _BatchWrites:
     last_ts: dict[str, int] = field(default_factory=dict)
     seen: dict[tuple[str, str], int] = field(default_factory=dict)
     """Lease workers seen by the batch (claims, heartbeats): ``(dsid, worker) -> time``."""
+    schedules: ps.ScheduleWrites = field(default_factory=ps.ScheduleWrites)
+    """Schedules the batch's timer round fired, and their runs."""
 
 
 class PostgresStore(Store):
@@ -659,7 +678,11 @@ class PostgresStore(Store):
         """Fire up to ``limit`` due rows; return the events appended. Every process may run
         it: rows are locked ``FOR UPDATE SKIP LOCKED`` and decided against the committed row
         under the log lock, so each due item fires once."""
-        if await self._fetchrow("reading due times", pl.SQL_ANY_DUE, self.clock.now_ms()) is None:
+        now = self.clock.now_ms()
+        if (
+            await self._fetchrow("reading due times", pl.SQL_ANY_DUE, now) is None
+            and await self._fetchrow("reading due schedules", ps.SQL_ANY_DUE, now) is None
+        ):
             return 0  # nothing due: no write transaction
         fired: int = await self._write(pl.FireDue(limit))
         return fired
@@ -742,6 +765,10 @@ class PostgresStore(Store):
                     value, seq = await self._fire_in(
                         conn, op, datasources, slots, last_ts, seq, writes, now
                     )
+                    fired, seq = await self._fire_schedules_in(
+                        conn, op, datasources, slots, last_ts, seq, writes, now
+                    )
+                    value += fired
                 else:
                     history = None
                     slot = slots.get((op.dsid, op.job))
@@ -767,6 +794,7 @@ class PostgresStore(Store):
                     [s.request_text for s in revised],
                     [prv.pipeline_text(s.record) for s in revised],
                 )
+        await writes.schedules.flush(conn, seq, self._channel)
         if writes.seen:
             await conn.execute(pl.SQL_SEEN, *pl.seen_args(writes.seen, datasources))
         return outcomes
@@ -853,6 +881,82 @@ class PostgresStore(Store):
             fired += steps
         return fired, seq
 
+    async def _fire_schedules_in(
+        self,
+        conn: asyncpg.Connection,
+        op: pl.FireDue,
+        datasources: dict[str, Datasource],
+        slots: dict[tuple[str, str], _Slot],
+        last_ts: dict[str, int],
+        seq: int,
+        writes: _BatchWrites,
+        now: int,
+    ) -> tuple[int, int]:
+        """The schedule part of a timer round: lock the due schedules (``FOR UPDATE SKIP
+        LOCKED``, under the log lock), submit their runs as batch submits, move them on."""
+        rows = await conn.fetch(ps.SQL_DUE, now, op.limit)
+        if not rows:
+            return 0, seq
+        fires = []
+        for r in rows:
+            record = ScheduleRecord.from_wire(codec.loads(r["record"]))
+            fires.append((r["id"], record, schedule_rules.decide_fire(record, now)))
+        missing = list({rec.datasource_id for _, rec, _ in fires} - set(datasources))
+        if missing:
+            for row in await conn.fetch(pl.SQL_DS_SETTINGS, missing):
+                datasources[row["id"]] = Datasource.from_stored(
+                    row["id"], "", None, _loads_opt(row["settings"])
+                )
+                last_ts[row["id"]] = max(last_ts.get(row["id"], 0), row["last_ts"])
+        keys = [
+            (rec.datasource_id, schedule_rules.run_id(rec.schedule, t))
+            for _, rec, fire in fires
+            if fire is not None
+            for t in fire.runs
+        ]
+        keys = [k for k in keys if k not in slots]
+        if keys:
+            self._add_slots(
+                slots,
+                await conn.fetch(_SQL_JOBS_FOR_UPDATE, [k[0] for k in keys], [k[1] for k in keys]),
+            )
+        fired = 0
+        for row_id, record, fire in fires:
+            if fire is None:
+                continue  # not active: the row's due time is stale; the write below clears it
+            request_text = _encode(record.request, "request")
+            for t in fire.runs:
+                job = schedule_rules.run_id(record.schedule, t)
+                submit = _Submit(
+                    record.datasource_id,
+                    job,
+                    record.client,
+                    record.request,
+                    request_text,
+                    record.timeout,
+                    schedule=record.schedule,
+                    scheduled_for=t,
+                )
+                try:
+                    (_, created), seq = self._decide(
+                        submit, datasources, slots, last_ts, seq, writes
+                    )
+                except StoreError as exc:
+                    log.warning("schedule %s: run %s not submitted: %s", record.schedule, job, exc)
+                    continue
+                if created:
+                    fired += 1
+                    writes.schedules.runs.append((record.datasource_id, job, record.schedule, t))
+            seq += 1
+            writes.schedules.rows.append((row_id, fire.record, seq, now))
+            fired += 1
+        for row_id, record, fire in fires:
+            if fire is None:
+                seq += 1
+                stale = replace(record, next_run_at=None) if record.state != "active" else record
+                writes.schedules.rows.append((row_id, stale, seq, now))
+        return fired, seq
+
     def _decide(
         self,
         op: _JobOp,
@@ -883,6 +987,9 @@ class PostgresStore(Store):
                 timeout=op.timeout,
                 datasource=datasource,
             )
+            if op.schedule is not None and outcome.created:
+                run = replace(outcome.record, schedule=op.schedule, scheduled_for=op.scheduled_for)
+                outcome = replace(outcome, record=run)
             if outcome.event is None:
                 return (outcome.record, False), seq
             if slot is None:
@@ -1052,7 +1159,7 @@ class PostgresStore(Store):
         (it must see the writes of the commands before it, which are written at the end)."""
         group: list[_Command] = []
         for command in batch:
-            if isinstance(command.op, _Purge):
+            if isinstance(command.op, _Purge | ps.CreateSchedule | ps.ChangeSchedule):
                 if group:
                     await self._run_transaction(group)
                     group = []
@@ -1074,8 +1181,11 @@ class PostgresStore(Store):
                     first = batch[0].op
                     if isinstance(first, _Purge):
                         outcomes = [(True, await self._purge_in(conn, first))]
+                    elif isinstance(first, ps.CreateSchedule | ps.ChangeSchedule):
+                        now = self.clock.now_ms()
+                        outcomes = [(True, await ps.apply(conn, first, now, self._channel))]
                     else:
-                        ops = [c.op for c in batch if not isinstance(c.op, _Purge)]
+                        ops = [c.op for c in batch if isinstance(c.op, _BatchOp)]
                         outcomes = await self._apply_jobs(conn, ops)
                 committed = True
             self._committed(len(batch))
@@ -1126,7 +1236,7 @@ class PostgresStore(Store):
             )
             if not rows:
                 return
-            events = [_row_event(r) for r in rows]
+            events = [ps.row_event(r) if r["type"] == "schedule" else _row_event(r) for r in rows]
             self._published_seq = events[-1].seq
             try:
                 self._publish(events)
@@ -1306,6 +1416,64 @@ class PostgresStore(Store):
         row = await self._fetchrow("reading the log", _SQL_GET_COUNTER)
         return 0 if row is None else int(row["seq"])
 
+    # schedules (rules: jobqueue_store.schedules) --------------------------------------------------
+    async def create_schedule(
+        self, dsid: str, spec: ScheduleSpec, client: str
+    ) -> tuple[ScheduleRecord, bool]:
+        """Create a schedule; return ``(record, created)`` (a writer transaction)."""
+        _encode(spec.request, "request")
+        result: tuple[ScheduleRecord, bool] = await self._write(
+            ps.CreateSchedule(dsid, spec, client)
+        )
+        return result
+
+    async def change_schedule(
+        self, dsid: str, schedule: str, action: ScheduleAction
+    ) -> ScheduleRecord:
+        """Pause, resume or soft-delete a schedule (a writer transaction)."""
+        record: ScheduleRecord = await self._write(ps.ChangeSchedule(dsid, schedule, action))
+        return record
+
+    async def get_schedule(self, dsid: str, schedule: str) -> ScheduleRecord | None:
+        """The schedule's record, or ``None``."""
+        async with self._acquire("reading a schedule") as conn:
+            try:
+                return await ps.get_schedule(conn, dsid, schedule)
+            except Exception as exc:
+                raise _wrap(exc, "reading a schedule") from None
+
+    async def list_schedules(
+        self, dsid: str, client: str | None, *, limit: int = 100, cursor: str | None = None
+    ) -> SchedulePage:
+        """A client's schedules, newest first."""
+        async with self._acquire("listing schedules") as conn:
+            try:
+                return await ps.list_schedules(conn, dsid, client, limit, cursor)
+            except Exception as exc:
+                raise _wrap(exc, "listing schedules") from None
+
+    async def list_runs(
+        self, dsid: str, schedule: str, *, limit: int = 100, cursor: str | None = None
+    ) -> JobPage:
+        """A schedule's runs, newest first."""
+        async with self._acquire("listing runs") as conn:
+            try:
+                return await ps.list_runs(
+                    conn, _JOB_COLUMNS, _row_record, dsid, schedule, limit, cursor
+                )
+            except Exception as exc:
+                raise _wrap(exc, "listing runs") from None
+
+    async def schedule_events_after(
+        self, dsid: str, client: str | None, after: int, upto: int, limit: int = 1000
+    ) -> list[ScheduleEvent]:
+        """Schedule events with ``after < seq <= upto``, by ``seq``."""
+        async with self._acquire("reading the log") as conn:
+            try:
+                return await ps.schedule_events_after(conn, dsid, client, after, upto, limit)
+            except Exception as exc:
+                raise _wrap(exc, "reading the log") from None
+
     # retention ----------------------------------------------------------------------------------
     async def purge(self, older_than_ms: int, *, limit: int = 10_000) -> int:
         """Delete up to ``limit`` terminal jobs with ``updated_at < older_than_ms`` and their
@@ -1320,9 +1488,11 @@ class PostgresStore(Store):
     async def _purge_in(self, conn: asyncpg.Connection, op: _Purge) -> int:
         row = await conn.fetchrow(_SQL_PURGE, op.older_than_ms, op.limit)
         assert row is not None
-        if row["top"] is not None:
-            await conn.execute(_SQL_RAISE_PURGED, row["top"])
-        return int(row["jobs"])
+        events, schedule_top = await ps.purge_events(conn, op.older_than_ms, op.limit)
+        top = max(row["top"] or 0, schedule_top)
+        if top:
+            await conn.execute(_SQL_RAISE_PURGED, top)
+        return max(int(row["jobs"]), events)
 
     async def purged_through(self) -> int:
         """The largest ``seq`` deleted by :meth:`purge` so far (0 if none)."""

@@ -28,7 +28,7 @@ FIRE_STEPS_MAX = 4  # lease expiry, deadline, grace: a row never needs more in o
 JOB_COLUMNS = (
     "id, datasource_id, job, client, status, request, response, error, progress, "
     "cancel_requested, version, submitted_at, updated_at, lease_id, lease_worker, "
-    "lease_expires_at, attempts, retry_at, deadline, pipeline"
+    "lease_expires_at, attempts, retry_at, deadline, pipeline, schedule, scheduled_for"
 )
 
 

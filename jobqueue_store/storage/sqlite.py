@@ -26,7 +26,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -46,8 +46,16 @@ from jobqueue_store.models import (
     WorkerInfo,
     now_ms,
 )
+from jobqueue_store.schedules import (
+    ScheduleAction,
+    ScheduleEvent,
+    SchedulePage,
+    ScheduleRecord,
+    ScheduleSpec,
+)
 from jobqueue_store.storage import sqlite_leases as sl
 from jobqueue_store.storage import sqlite_revisions as sr
+from jobqueue_store.storage import sqlite_schedules as ss
 from jobqueue_store.storage.base import DatasourceJobs, Store, job_stats_from
 from jobqueue_store.storage.migrations import packaged
 from jobqueue_store.timers import Clock
@@ -74,6 +82,8 @@ class _Submit:
     client: str
     request: Any
     timeout: int | None = None
+    schedule: str | None = None
+    scheduled_for: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +112,14 @@ class _Purge:
 
 
 _Command = (
-    _Submit | _Cancel | _Update | _PutDatasource | _Purge | sl.LeaseCommand | sr.RevisionCommand
+    _Submit
+    | _Cancel
+    | _Update
+    | _PutDatasource
+    | _Purge
+    | sl.LeaseCommand
+    | sr.RevisionCommand
+    | ss.ScheduleCommand
 )
 
 
@@ -121,7 +138,7 @@ class _BatchResult:
     ``seq`` order) and the datasources written."""
 
     results: list[Any] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
+    events: list[Event | ScheduleEvent] = field(default_factory=list)
     datasources: dict[str, Datasource] = field(default_factory=dict)
 
 
@@ -404,7 +421,10 @@ class SQLiteStore(Store):
         now = self.clock.now_ms()
 
         def any_due(db: sqlite3.Connection) -> bool:
-            return db.execute(sl.SQL_ANY_DUE, (now,)).fetchone() is not None
+            return (
+                db.execute(sl.SQL_ANY_DUE, (now,)).fetchone() is not None
+                or db.execute(ss.SQL_ANY_DUE, (now,)).fetchone() is not None
+            )
 
         if not await self._point_read(any_due):
             return 0
@@ -542,10 +562,15 @@ class SQLiteStore(Store):
             return ds
         if isinstance(command, _Purge):
             return _purge(db, command.older_than_ms, command.limit)
+        if isinstance(command, sl.FireDue):
+            fired = sl.apply(self, db, command, out)
+            return fired + ss.fire_due(self, db, command.limit, out)
         if isinstance(command, sl.LEASE_COMMANDS):
             return sl.apply(self, db, command, out)
         if isinstance(command, sr.COMMANDS):
             return sr.apply(self, db, command, out)
+        if isinstance(command, ss.SCHEDULE_COMMANDS):
+            return ss.apply(self, db, command, out)
         dsid = command.dsid
         datasource = self.datasource_in(dsid, out)
         # Reads see the batch's earlier writes: same connection, same transaction.
@@ -565,6 +590,11 @@ class SQLiteStore(Store):
                 timeout=command.timeout,
                 datasource=datasource,
             )
+            if command.schedule is not None and outcome.created:
+                run = replace(
+                    outcome.record, schedule=command.schedule, scheduled_for=command.scheduled_for
+                )
+                outcome = replace(outcome, record=run)
         elif existing is None:
             raise _no_job(dsid, command.job)
         elif isinstance(command, _Cancel):
@@ -899,11 +929,48 @@ class SQLiteStore(Store):
             # The purge may have deleted the newest events: the log's max is then purged_through.
             row = db.execute(
                 "SELECT max(coalesce((SELECT max(seq) FROM events), 0),"
-                " (SELECT purged_through FROM retention))"
+                " (SELECT purged_through FROM retention),"
+                " coalesce((SELECT max(seq) FROM schedule_events), 0))"
             ).fetchone()
             return int(row[0])
 
         return await self._read(run)
+
+    # schedules (rules: jobqueue_store.schedules) --------------------------------------------------
+    async def create_schedule(
+        self, dsid: str, spec: ScheduleSpec, client: str
+    ) -> tuple[ScheduleRecord, bool]:
+        """Create a schedule; return ``(record, created)``."""
+        result = await self._write(ss.CreateSchedule(dsid, spec, client))
+        return cast(tuple[ScheduleRecord, bool], result)
+
+    async def change_schedule(
+        self, dsid: str, schedule: str, action: ScheduleAction
+    ) -> ScheduleRecord:
+        """Pause, resume or soft-delete a schedule."""
+        return cast(ScheduleRecord, await self._write(ss.ChangeSchedule(dsid, schedule, action)))
+
+    async def get_schedule(self, dsid: str, schedule: str) -> ScheduleRecord | None:
+        """The schedule's record, or ``None``."""
+        return await self._point_read(ss.get_schedule, dsid, schedule)
+
+    async def list_schedules(
+        self, dsid: str, client: str | None, *, limit: int = 100, cursor: str | None = None
+    ) -> SchedulePage:
+        """A client's schedules, newest first."""
+        return await self._read(ss.list_schedules, dsid, client, limit, cursor)
+
+    async def list_runs(
+        self, dsid: str, schedule: str, *, limit: int = 100, cursor: str | None = None
+    ) -> JobPage:
+        """A schedule's runs, newest first."""
+        return await self._read(ss.list_runs, dsid, schedule, limit, cursor)
+
+    async def schedule_events_after(
+        self, dsid: str, client: str | None, after: int, upto: int, limit: int = 1000
+    ) -> list[ScheduleEvent]:
+        """Schedule events with ``after < seq <= upto``, by ``seq``."""
+        return await self._read(ss.schedule_events_after, dsid, client, after, upto, limit)
 
     # retention ----------------------------------------------------------------------------------
     async def purge(self, older_than_ms: int, *, limit: int = 10_000) -> int:
@@ -947,9 +1014,11 @@ def _purge(db: sqlite3.Connection, older_than_ms: int, limit: int) -> int:
         ).fetchall()
         top = max([top, *(seq for (seq,) in deleted)])
     db.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id, _, _ in jobs])
+    events, schedule_top = ss.purge_events(db, older_than_ms, limit)
+    top = max(top, schedule_top)
     if top:
         db.execute("UPDATE retention SET purged_through = max(purged_through, ?)", (top,))
-    return len(jobs)
+    return max(len(jobs), events)
 
 
 def _file_system_trouble(path: Path) -> str:

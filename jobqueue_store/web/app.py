@@ -18,6 +18,7 @@ from jobqueue_store.storage import open_store
 from jobqueue_store.storage.base import Store
 from jobqueue_store.timers import TimerLoop
 from jobqueue_store.web import driver_handlers, handlers, pipeline_handlers, ui, ws
+from jobqueue_store.web import schedule_handlers as sh
 from jobqueue_store.web.keys import (
     AUTHORITY,
     HUB,
@@ -70,6 +71,14 @@ def add_routes(app: web.Application) -> None:
     _route(app, "POST", "/{dsid}/job/{job}/stop", pipeline_handlers.stop, "stop_job")
     _route(app, "POST", "/{dsid}/job/{job}/start", pipeline_handlers.start, "start_job")
     _route(app, "GET", "/{dsid}/job/{job}/revisions", pipeline_handlers.revisions, "revisions")
+    _route(app, "POST", "/{dsid}/schedule", sh.create, "create_schedule")
+    _route(app, "GET", "/{dsid}/schedule", sh.list_schedules, "list_schedules")
+    _route(app, "GET", "/{dsid}/schedule/{sid}", sh.get, "get_schedule")
+    _route(app, "DELETE", "/{dsid}/schedule/{sid}", sh.delete, "delete_schedule")
+    _route(app, "GET", "/{dsid}/schedule/{sid}/runs", sh.runs, "schedule_runs")
+    _route(app, "POST", "/{dsid}/schedule/{sid}/pause", sh.pause, "pause_schedule")
+    _route(app, "POST", "/{dsid}/schedule/{sid}/resume", sh.resume, "resume_schedule")
+    _route(app, "DELETE", "/{dsid}/schedule/{sid}/run/{job}", sh.cancel_run, "cancel_run")
     _route(app, "GET", "/sub/{dsid}/job", ws.client_subscription, "sub_client")
     _route(app, "GET", "/sub/{dsid}/jobs", ws.driver_subscription, "sub_driver")
     ui.add_routes(app)  # the dashboard: /ui/ and its own files only

@@ -46,6 +46,7 @@ from jobqueue_store.hub import (
     stream_channel,
 )
 from jobqueue_store.models import Event
+from jobqueue_store.schedules import ScheduleEvent
 from jobqueue_store.storage.base import Store
 from jobqueue_store.web.keys import HUB, SERVICE, SETTINGS, STORE, SUBSCRIBERS, principal_of
 
@@ -221,16 +222,23 @@ class _Socket:
 
     async def _replay(self) -> None:
         while True:
-            page = await self.store.events_after(
-                self.dsid,
-                self.last_sent,
-                client=None if self.driver else self.client,
-                stream_only=self.driver,
-                limit=REPLAY_PAGE,
+            # Everything up to the hub's last seq is committed: read before the log, it bounds
+            # the schedule events merged into a short page (later ones arrive live).
+            published = self.hub.last_seq
+            page: list[Event | ScheduleEvent] = list(
+                await self.store.events_after(
+                    self.dsid,
+                    self.last_sent,
+                    client=None if self.driver else self.client,
+                    stream_only=self.driver,
+                    limit=REPLAY_PAGE,
+                )
             )
+            if not self.driver:
+                page = await self._with_schedule_events(page, published)
             for event in page:
                 await self._send(event)
-            if len(page) == REPLAY_PAGE:
+            if len(page) >= REPLAY_PAGE:
                 continue
             sub = self.sub
             assert sub is not None
@@ -241,8 +249,30 @@ class _Socket:
             sub.close()
             self.sub = self.hub.subscribe(self.channel, maxsize=self.limits.ws_send_queue)
 
-    async def _send(self, event: Event) -> None:
-        frame = codec.dumps(event.stream_entry() if self.driver else event.notification())
+    async def _with_schedule_events(
+        self, page: list[Event | ScheduleEvent], published: int
+    ) -> list[Event | ScheduleEvent]:
+        """Merge the client's schedule events into a replay page, by ``seq``: those up to the
+        page's last event (a full page), or up to the last published seq (a short one)."""
+        full = len(page) == REPLAY_PAGE
+        upto = page[-1].seq if full else max(published, page[-1].seq if page else 0)
+        extra = await self.store.schedule_events_after(
+            self.dsid, self.client, self.last_sent, upto, limit=REPLAY_PAGE
+        )
+        if not extra:
+            return page
+        if len(extra) == REPLAY_PAGE:
+            # Too many to merge at once: stop this page at the last schedule event read.
+            upto = extra[-1].seq
+            page = [e for e in page if e.seq <= upto]
+        merged = sorted([*page, *extra], key=lambda e: e.seq)
+        return merged[:REPLAY_PAGE] if not full else merged
+
+    async def _send(self, event: Event | ScheduleEvent) -> None:
+        if isinstance(event, ScheduleEvent):
+            frame = codec.dumps(event.notification())
+        else:
+            frame = codec.dumps(event.stream_entry() if self.driver else event.notification())
         try:
             async with asyncio.timeout(self.limits.ws_send_timeout):
                 await self.ws.send_frame(frame, WSMsgType.TEXT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -144,8 +145,9 @@ async def test_forbidden_empty_and_unavailable_states(
     await pg.wait_for_selector(".state.forbidden:has-text('may not see')")
     await pg.goto(served.url + "/ui/#/ds/ds1/stream")
     await pg.wait_for_selector(".state.forbidden:has-text('driver and admin')")
+    # The store serves schedules: a client without any sees the empty state.
     await pg.goto(served.url + "/ui/#/ds/ds1/schedules")
-    await pg.wait_for_selector(".state:has-text('schedules are not available on this store')")
+    await pg.wait_for_selector(".state.empty:has-text('No schedules.')")
     await pg.goto(served.url + "/ui/#/ds/ds1/job/ghost")
     await pg.wait_for_selector(".state.empty:has-text('No job')")
     await pg.goto(served.url + "/ui/#/ds/ds1")
@@ -197,4 +199,29 @@ async def test_an_expired_token_is_said_so(served: Store, page: tuple[Any, Recor
     await pg.wait_for_selector(".state.forbidden:has-text('refused this token')")
     await pg.click(".state.forbidden button")
     await pg.wait_for_selector("#token")
+    assert rec.errors == []
+
+
+async def test_schedules_view_against_the_real_store(
+    served: Store, page: tuple[Any, Recorder]
+) -> None:
+    pg, rec = page
+    token = served.token("client", "app1")
+    body = {"schedule": "once", "request": {"n": 1}, "at": "2020-01-01T00:00:00Z"}
+    await served.call("POST", "/ds1/schedule/", token, body)
+    cron = {"schedule": "hourly", "request": {"n": 2}, "cron": "0 * * * *"}
+    await served.call("POST", "/ds1/schedule/", token, cron)
+    for _ in range(100):  # the store's timers fire the past one-off within a round
+        if (await served.call("GET", "/ds1/schedule/once/runs", token))["jobs"]:
+            break
+        await asyncio.sleep(0.1)
+    await sign_in(pg, served, token)
+    await pg.goto(served.url + "/ui/#/ds/ds1/schedules")
+    await pg.wait_for_selector("#schedules tr[data-schedule='hourly'] .badge.st-active")
+    await pg.click("#schedules tr[data-schedule='hourly'] button:has-text('Pause')")
+    await pg.wait_for_selector("#schedules tr[data-schedule='hourly'] .badge.st-paused")
+    stored = await served.call("GET", "/ds1/schedule/hourly/", token)
+    assert stored["state"] == "paused"
+    await pg.click("#schedules tr[data-schedule='once'] button:has-text('runs')")
+    await pg.wait_for_selector("#runs :text('once.1577836800000')")
     assert rec.errors == []

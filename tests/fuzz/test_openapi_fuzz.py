@@ -72,6 +72,14 @@ OPERATIONS = [
     "stopJob",
     "startJob",
     "jobRevisions",
+    "createSchedule",
+    "listSchedules",
+    "getSchedule",
+    "deleteSchedule",
+    "scheduleRuns",
+    "pauseSchedule",
+    "resumeSchedule",
+    "cancelRun",
 ]
 
 SEEDED = "ds1"

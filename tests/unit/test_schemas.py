@@ -55,6 +55,10 @@ EXPECTED = {
     "worker_take",
     "job_update",
     "revisions",
+    "schedule",
+    "schedule_list",
+    "schedule_notification",
+    "schedule_record",
 }
 T0 = 1_700_000_000_000
 

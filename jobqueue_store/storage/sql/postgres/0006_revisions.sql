@@ -1,4 +1,4 @@
--- Schema 5: long-running jobs. New request-stream entry types (update, stop, start), the
+-- Schema 6: long-running jobs. New request-stream entry types (update, stop, start), the
 -- statuses running and stopped among the unfinished ones, and the job's revision fields
 -- (revision, desired_state, rollback, rollback_of) as one JSON text, NULL while all are at
 -- their defaults.

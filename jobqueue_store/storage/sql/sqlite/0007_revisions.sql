@@ -1,4 +1,4 @@
--- Schema 6: long-running jobs. New request-stream entry types (update, stop, start) and the
+-- Schema 7: long-running jobs. New request-stream entry types (update, stop, start) and the
 -- statuses running and stopped among the unfinished ones. SQLite cannot change a CHECK
 -- constraint in place: the events table is rebuilt, keeping every seq and the AUTOINCREMENT
 -- counter (the newest events may have been purged: seq values are never handed out twice).
