@@ -6,7 +6,7 @@ import { api, ApiError, LiveSocket, seg } from "./api.js";
 import { RateChart } from "./chart.js";
 import { clearToken, describeToken, getToken, setToken } from "./token.js";
 
-const CORE_STATUSES = ["submitted", "accepted", "retrying", "complete", "cancelled", "forbidden", "failed"];
+const CORE_STATUSES = ["submitted", "accepted", "retrying", "running", "stopped", "complete", "cancelled", "forbidden", "failed"];
 const TERMINAL = new Set(["complete", "cancelled", "forbidden", "failed"]);
 const COUNT_LIMIT = 1000;
 const COUNT_RESYNC_MS = 60000;
