@@ -1,4 +1,4 @@
-"""Tokens: mint and verify macaroons (SPEC section 2) -> ``Principal``. No HTTP here.
+"""Tokens: mint and verify macaroons (protocol.md §4) -> ``Principal``. No HTTP here.
 
 ``TokenAuthority.verify`` answers who the bearer is (401 ``Unauthorized`` for anything that is
 not a valid token) and ``TokenAuthority.authorize`` whether the request-dependent caveats

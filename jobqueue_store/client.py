@@ -71,7 +71,8 @@ __all__ = [
 log = logging.getLogger("jobqueue_store.client")
 
 MAX_WAIT = 60.0
-"""The longest ``?wait=`` the store accepts by default (SPEC 3); :meth:`JobClient.wait` loops."""
+"""The longest ``?wait=`` the store accepts by default (protocol.md §5); :meth:`JobClient.wait`
+loops."""
 
 _STATUS_ERRORS: tuple[type[StoreError], ...] = (
     BadRequest,
@@ -90,7 +91,7 @@ ERRORS_BY_CODE: dict[str, type[StoreError]] = {
 }
 ERRORS_BY_STATUS: dict[int, type[StoreError]] = {cls.status: cls for cls in _STATUS_ERRORS}
 
-# Websocket close codes of the store (SPEC 3/4 and the websocket layer).
+# Websocket close codes of the store (protocol.md §7).
 CLOSE_TOKEN_EXPIRED = 4001
 CLOSE_SLOW_CONSUMER = 4008
 
@@ -107,7 +108,7 @@ class ConnectionFailed(Unavailable):
 
 
 def new_job_id() -> str:
-    """A fresh job id (a GUID), valid for SPEC 3."""
+    """A fresh job id (a GUID), valid for protocol.md §5."""
     return str(uuid.uuid4())
 
 
@@ -209,7 +210,7 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Notification:
-    """A client notification (SPEC 3): the status record of one of the caller's jobs."""
+    """A client notification (protocol.md §5): the status record of one of the caller's jobs."""
 
     seq: int
     datasource_id: str
@@ -242,7 +243,7 @@ class Notification:
 
 @dataclass(frozen=True, slots=True)
 class StreamEntry:
-    """A request-stream entry (SPEC 4): a new job (``request``) or a cancel request; for
+    """A request-stream entry (protocol.md §6): a new job (``request``) or a cancel request; for
     long-running jobs also a new revision (``update``), a ``stop`` or a ``start``."""
 
     seq: int
@@ -715,7 +716,7 @@ class Subscription(Generic[T]):
 
 
 class JobClient(_Http):
-    """An app's asynchronous client of the store (SPEC 3).
+    """An app's asynchronous client of the store (protocol.md §5).
 
     ``url`` is the store's base URL (``http://127.0.0.1:8080``), ``token`` a client (or admin)
     token. Use it as an async context manager, or call :meth:`close` when done.
@@ -988,7 +989,8 @@ def _job_notification(data: dict[str, Any]) -> Notification | None:
 
 
 class DriverClient(_Http):
-    """A driver's asynchronous client of the store (SPEC 4); see :mod:`jobqueue_store.driver`."""
+    """A driver's asynchronous client of the store (protocol.md §6); see
+    :mod:`jobqueue_store.driver`."""
 
     async def put_datasource(
         self,

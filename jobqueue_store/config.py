@@ -14,7 +14,7 @@ class Limits:
     """Limits that protect the store from oversized or abusive requests."""
 
     max_body: int = MIB
-    """Largest request body accepted, in bytes (SPEC: default 1 MiB); larger is 413."""
+    """Largest request body accepted, in bytes (default 1 MiB); larger is 413."""
     max_json_depth: int = 64
     """Deepest nesting of arrays and objects accepted in a request body; deeper is 400."""
     max_ws_message: int = 64 * 1024

@@ -13,7 +13,7 @@ A driver in a few lines::
 
     driver.run_forever()   # or: await driver.run()
 
-What the runtime does for each request-stream entry (SPEC 4):
+What the runtime does for each request-stream entry (protocol.md §6):
 
 - ``request``: reads the job (skipping it if it is already terminal: a restarted driver never runs
   a finished job twice), waits for one of ``concurrency`` slots, posts ``accepted``, runs the

@@ -1,4 +1,4 @@
-"""The error tree. Each class maps to one HTTP status and machine code of SPEC section 1.
+"""The error tree. Each class maps to one HTTP status and machine code of protocol.md §3.
 
     StoreError                 500 internal (never raised for bad input)
     ├── BadRequest             400 bad_request

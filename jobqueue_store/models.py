@@ -177,7 +177,7 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class JobRecord:
-    """A job's status record (SPEC section 5)."""
+    """A job's status record (protocol.md §8)."""
 
     datasource_id: str
     job: str
@@ -371,7 +371,7 @@ class Event:
         return self.type != "status"
 
     def stream_entry(self) -> dict[str, Any]:
-        """The request-stream entry (SPEC section 4) of a ``request`` or ``cancel`` event."""
+        """The request-stream entry (protocol.md §6) of a ``request`` or ``cancel`` event."""
         return {
             "datasource_id": self.datasource_id,
             "type": self.type,
@@ -383,7 +383,7 @@ class Event:
         }
 
     def notification(self) -> dict[str, Any]:
-        """The client notification (SPEC section 3) for this change of the job's record."""
+        """The client notification (protocol.md §5) for this change of the job's record."""
         return {
             "datasource_id": self.datasource_id,
             "type": "status",

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of the HTTP interface, built from the wire schemas in ``schemas/``.
 
 The JSON Schemas are the source of truth: they are embedded as ``components/schemas`` with their
-cross-file ``$ref`` rewritten to component references, and every operation of SPEC sections 3, 4
+cross-file ``$ref`` rewritten to component references, and every operation of protocol.md §5-6
 and 6 points at them. Served at ``GET /openapi.json``.
 """
 

@@ -41,12 +41,12 @@ def load_keyring(settings: Settings) -> KeyRing:
 
 
 def _route(app: web.Application, method: str, path: str, handler: Handler, name: str) -> None:
-    """Add ``path``, matched with and without a trailing slash (SPEC 1)."""
+    """Add ``path``, matched with and without a trailing slash (protocol.md §3)."""
     app.router.add_route(method, path + "{trailing_slash:/?}", handler, name=name)
 
 
 def add_routes(app: web.Application) -> None:
-    """Every endpoint of SPEC sections 3, 4 and 6, the websockets included."""
+    """Every endpoint of protocol.md §5, §6, §13, the websockets included."""
     _route(app, "GET", "/healthz", handlers.healthz, "healthz")
     _route(app, "GET", "/readyz", handlers.readyz, "readyz")
     _route(app, "GET", "/metrics", handlers.metrics, "metrics")

@@ -33,7 +33,7 @@ WEBSOCKET_ROUTES = frozenset({"sub_client", "sub_driver"})
 
 @web.middleware
 async def store_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authenticate, run the handler, answer every failure with the SPEC error body; count the
+    """Authenticate, run the handler, answer every failure with the protocol's error body; count the
     reply; audit every write."""
     code: str | None = None
     metrics = request.app[METRICS]

@@ -1,4 +1,4 @@
-"""JSON responses and the one table from exception to error body (SPEC section 1)."""
+"""JSON responses and the one table from exception to error body (protocol.md §3)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def json_response(
 
 
 def error_body(code: str, message: str) -> dict[str, str]:
-    """The error object of SPEC section 1."""
+    """The error object of protocol.md §3."""
     return {"error": message, "code": code}
 
 
@@ -35,7 +35,7 @@ def error_response(exc: StoreError) -> web.Response:
     return json_response(error_body(exc.code, exc.message), exc.status, headers)
 
 
-# aiohttp's own HTTP errors (no route, wrong method, body too large) mapped to SPEC codes.
+# aiohttp's own HTTP errors (no route, wrong method, body too large) mapped to protocol codes.
 HTTP_CODES: dict[int, tuple[str, str]] = {
     400: ("bad_request", "The request is malformed."),
     404: (

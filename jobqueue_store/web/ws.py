@@ -1,4 +1,5 @@
-"""Live subscriptions over websockets (SPEC 3 and 4): ``/sub/<DSID>/job`` and ``/sub/<DSID>/jobs``.
+"""Live subscriptions over websockets (protocol.md §7): ``/sub/<DSID>/job`` and
+``/sub/<DSID>/jobs``.
 
 A subscription's life:
 
@@ -425,10 +426,10 @@ async def _subscription(request: web.Request, *, driver: bool) -> web.StreamResp
 
 
 async def client_subscription(request: web.Request) -> web.StreamResponse:
-    """``GET /sub/<DSID>/job``: the caller's own jobs' notifications, live (SPEC 3)."""
+    """``GET /sub/<DSID>/job``: the caller's own jobs' notifications, live (protocol.md §5)."""
     return await _subscription(request, driver=False)
 
 
 async def driver_subscription(request: web.Request) -> web.StreamResponse:
-    """``GET /sub/<DSID>/jobs``: the datasource's request stream, live (SPEC 4)."""
+    """``GET /sub/<DSID>/jobs``: the datasource's request stream, live (protocol.md §6)."""
     return await _subscription(request, driver=True)
