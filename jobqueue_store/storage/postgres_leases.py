@@ -14,7 +14,6 @@ The worker slot has its own small table and row lock (no event is appended for i
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -22,39 +21,16 @@ import asyncpg
 from jobqueue_store import codec, leases
 from jobqueue_store.errors import NotFound
 from jobqueue_store.models import Datasource, SlotLease, WorkerInfo
-
-FIRE_STEPS_MAX = 4  # lease expiry, deadline, grace: a row never needs more in one round
+from jobqueue_store.storage.lease_commands import FIRE_STEPS_MAX as FIRE_STEPS_MAX
+from jobqueue_store.storage.lease_commands import Claim as Claim
+from jobqueue_store.storage.lease_commands import FireDue as FireDue
+from jobqueue_store.storage.lease_commands import Heartbeat as Heartbeat
 
 JOB_COLUMNS = (
     "id, datasource_id, job, client, status, request, response, error, progress, "
     "cancel_requested, version, submitted_at, updated_at, lease_id, lease_worker, "
     "lease_expires_at, attempts, retry_at, deadline, pipeline, schedule, scheduled_for"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """Claim up to ``max_jobs`` jobs for ``worker``."""
-
-    dsid: str
-    worker: str
-    max_jobs: int
-
-
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
-    """Renew a job's lease."""
-
-    dsid: str
-    job: str
-    lease: str
-
-
-@dataclass(frozen=True, slots=True)
-class FireDue:
-    """Fire up to ``limit`` due rows."""
-
-    limit: int
 
 
 # The predicate repeats that of the partial index jobs_claimable. Rows the batch already holds

@@ -16,36 +16,13 @@ from typing import TYPE_CHECKING, Any
 from jobqueue_store import codec, errors, leases
 from jobqueue_store.lifecycle import Outcome
 from jobqueue_store.models import Datasource, JobRecord, SlotLease, WorkerInfo
+from jobqueue_store.storage.lease_commands import FIRE_STEPS_MAX
+from jobqueue_store.storage.lease_commands import Claim as Claim
+from jobqueue_store.storage.lease_commands import FireDue as FireDue
+from jobqueue_store.storage.lease_commands import Heartbeat as Heartbeat
 
 if TYPE_CHECKING:
     from jobqueue_store.storage.sqlite import SQLiteStore, _BatchResult
-
-_FIRE_STEPS_MAX = 4  # lease expiry, deadline, grace: a row never needs more in one round
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """Claim up to ``max_jobs`` jobs for ``worker``."""
-
-    dsid: str
-    worker: str
-    max_jobs: int
-
-
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
-    """Renew a job's lease."""
-
-    dsid: str
-    job: str
-    lease: str
-
-
-@dataclass(frozen=True, slots=True)
-class FireDue:
-    """Fire up to ``limit`` due rows."""
-
-    limit: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +198,7 @@ def _fire_due(store: SQLiteStore, db: sqlite3.Connection, limit: int, out: _Batc
         datasource = store.datasource_in(dsid, out)
         record = _decode(blob)
         steps = 0
-        while steps < _FIRE_STEPS_MAX:
+        while steps < FIRE_STEPS_MAX:
             outcome = leases.decide_fire(record, datasource, now=now, rand=random_fraction())
             if outcome is None:
                 break
