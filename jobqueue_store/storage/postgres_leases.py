@@ -21,10 +21,10 @@ import asyncpg
 from jobqueue_store import codec, leases
 from jobqueue_store.errors import NotFound
 from jobqueue_store.models import Datasource, SlotLease, WorkerInfo
-from jobqueue_store.storage.lease_commands import FIRE_STEPS_MAX as FIRE_STEPS_MAX
-from jobqueue_store.storage.lease_commands import Claim as Claim
-from jobqueue_store.storage.lease_commands import FireDue as FireDue
-from jobqueue_store.storage.lease_commands import Heartbeat as Heartbeat
+from jobqueue_store.storage.commands import FIRE_STEPS_MAX as FIRE_STEPS_MAX
+from jobqueue_store.storage.commands import Claim as Claim
+from jobqueue_store.storage.commands import FireDue as FireDue
+from jobqueue_store.storage.commands import Heartbeat as Heartbeat
 
 JOB_COLUMNS = (
     "id, datasource_id, job, client, status, request, response, error, progress, "

@@ -10,13 +10,15 @@ after the batch's set-based write.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
 
 from jobqueue_store import codec, revisions
-from jobqueue_store.models import DesiredState, Event, JobRecord
+from jobqueue_store.models import Event, JobRecord
+from jobqueue_store.storage.commands import Desired as Desired
+from jobqueue_store.storage.commands import Revise as Revise
 
 SQL_JOB_EVENTS = (
     "SELECT seq, datasource_id, type, job, client, ts, record, data FROM events "
@@ -27,27 +29,6 @@ SQL_WRITE_REVISED = (
     "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS v(ds, job, request, pipeline) "
     "WHERE j.datasource_id = v.ds AND j.job = v.job"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Revise:
-    """A client's ``PUT`` of a new request."""
-
-    dsid: str
-    job: str
-    client: str | None
-    request: Any
-    rollback: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Desired:
-    """A client's stop or start."""
-
-    dsid: str
-    job: str
-    client: str | None
-    state: DesiredState
 
 
 def pipeline_text(record: JobRecord) -> str | None:

@@ -23,33 +23,15 @@ import asyncpg
 from jobqueue_store import codec, errors, schedules
 from jobqueue_store.models import JobPage
 from jobqueue_store.schedules import (
-    ScheduleAction,
     ScheduleEvent,
     SchedulePage,
     ScheduleRecord,
-    ScheduleSpec,
 )
+from jobqueue_store.storage.commands import ChangeSchedule as ChangeSchedule
+from jobqueue_store.storage.commands import CreateSchedule as CreateSchedule
 
 _CURSOR_RE = re.compile(r"[1-9][0-9]{0,18}")
 _MAX_INT64 = 2**63 - 1
-
-
-@dataclass(frozen=True, slots=True)
-class CreateSchedule:
-    """Create a schedule (or repeat an identical create)."""
-
-    dsid: str
-    spec: ScheduleSpec
-    client: str
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeSchedule:
-    """Pause, resume or soft-delete a schedule."""
-
-    dsid: str
-    schedule: str
-    action: ScheduleAction
 
 
 ScheduleOp = CreateSchedule | ChangeSchedule

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 from jobqueue_store import codec, errors, leases
 from jobqueue_store.lifecycle import Outcome
 from jobqueue_store.models import Datasource, JobRecord, SlotLease, WorkerInfo
-from jobqueue_store.storage.lease_commands import FIRE_STEPS_MAX
-from jobqueue_store.storage.lease_commands import Claim as Claim
-from jobqueue_store.storage.lease_commands import FireDue as FireDue
-from jobqueue_store.storage.lease_commands import Heartbeat as Heartbeat
+from jobqueue_store.storage.commands import FIRE_STEPS_MAX
+from jobqueue_store.storage.commands import Claim as Claim
+from jobqueue_store.storage.commands import FireDue as FireDue
+from jobqueue_store.storage.commands import Heartbeat as Heartbeat
 
 if TYPE_CHECKING:
     from jobqueue_store.storage.sqlite import SQLiteStore, _BatchResult

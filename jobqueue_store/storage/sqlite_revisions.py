@@ -8,11 +8,12 @@ batch's transaction, and stored by the writer's ``write_job`` (record and event 
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jobqueue_store import codec, errors, revisions
-from jobqueue_store.models import DesiredState, Event, JobRecord
+from jobqueue_store.models import Event, JobRecord
+from jobqueue_store.storage.commands import Desired as Desired
+from jobqueue_store.storage.commands import Revise as Revise
 
 if TYPE_CHECKING:
     from jobqueue_store.storage.sqlite import SQLiteStore, _BatchResult
@@ -21,27 +22,6 @@ SQL_JOB_EVENTS = (
     "SELECT seq, datasource_id, type, job, client, timestamp, data, record FROM events "
     "WHERE datasource_id = ? AND job = ? ORDER BY seq"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Revise:
-    """A client's ``PUT`` of a new request."""
-
-    dsid: str
-    job: str
-    client: str | None
-    request: Any
-    rollback: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Desired:
-    """A client's stop or start."""
-
-    dsid: str
-    job: str
-    client: str | None
-    state: DesiredState
 
 
 RevisionCommand = Revise | Desired

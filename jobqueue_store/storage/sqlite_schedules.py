@@ -13,18 +13,17 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jobqueue_store import codec, errors, schedules
 from jobqueue_store.models import JobPage, JobRecord
 from jobqueue_store.schedules import (
-    ScheduleAction,
     ScheduleEvent,
     SchedulePage,
     ScheduleRecord,
-    ScheduleSpec,
 )
+from jobqueue_store.storage.commands import ChangeSchedule as ChangeSchedule
+from jobqueue_store.storage.commands import CreateSchedule as CreateSchedule
 
 if TYPE_CHECKING:
     from jobqueue_store.storage.sqlite import SQLiteStore, _BatchResult
@@ -46,24 +45,6 @@ _SQL_MARK_RUNS = (
     "UPDATE jobs SET schedule = v.value ->> 2 FROM json_each(?) AS v "
     "WHERE jobs.datasource_id = v.value ->> 0 AND jobs.job = v.value ->> 1"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class CreateSchedule:
-    """Create a schedule (or repeat an identical create)."""
-
-    dsid: str
-    spec: ScheduleSpec
-    client: str
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeSchedule:
-    """Pause, resume or soft-delete a schedule."""
-
-    dsid: str
-    schedule: str
-    action: ScheduleAction
 
 
 ScheduleCommand = CreateSchedule | ChangeSchedule
