@@ -33,8 +33,13 @@ test: lint typecheck pytest
 screenshots: install
 	JOBQUEUE_STORE_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/pytest -q tests/browser
 
-bench: install
+# The harness's Celery + Flower row needs the `bench` extra (and Redis on 127.0.0.1:6379).
+bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.run
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test,fast,bench]'
+	touch $@
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

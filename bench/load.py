@@ -29,7 +29,8 @@ class Load:
     (``<run>-<thread>-<n>``, :file:`submit.lua`). ``script`` ``"walk"``: ``method path`` where
     ``{id}`` in ``path`` and ``body`` stands for ``<prefix>-<i>``, ``i`` walking over
     ``first .. first+count-1`` and wrapping, and ``{n}`` in ``body`` for the request's number
-    (:file:`walk.lua`).
+    (:file:`walk.lua`). A ``walk`` whose ``path`` has no ``{id}`` repeats one constant request
+    (the Celery + Flower row's fixed JSON body).
     """
 
     script: str

@@ -32,12 +32,24 @@ def rss_kib(pid: int) -> int:
 
 
 class Proc:
-    """A child process that prints a ready line; its later output is kept (last lines)."""
+    """A child process that prints a ready line; its later output is kept (last lines).
 
-    def __init__(self, name: str, argv: list[str], *, ready: bytes = b"listening on") -> None:
+    ``ready`` ``None``: the process prints no ready line; :meth:`start` returns once it is
+    started, and the caller finds out itself when it is ready.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        ready: bytes | None = b"listening on",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.argv = argv
         self.ready = ready
+        self.env = env
         self.proc: asyncio.subprocess.Process | None = None
         self.tail: deque[str] = deque(maxlen=50)
         self._drain: asyncio.Task[None] | None = None
@@ -53,13 +65,14 @@ class Proc:
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv,
             cwd=HERE.parent,
+            env=self.env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
         assert self.proc.stdout is not None
         async with asyncio.timeout(timeout):
-            while True:
+            while self.ready is not None:
                 line = await self.proc.stdout.readline()
                 if not line:
                     await self.proc.wait()

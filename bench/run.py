@@ -4,14 +4,17 @@ Run from the repository root::
 
     .venv/bin/python -m bench.run [--rounds 3] [--duration 5] [--quick] [--profile]
                                   [--database postgresql://postgres@127.0.0.1:5432/test]
+                                  [--celery-redis redis://127.0.0.1:6379/15 | --no-celery]
 
 What it does, in order (see ``bench/README.md`` for the reading of each row):
 
 1. Builds a SQLite store with pre-created jobs (through ``SQLiteStore``), starts it and the
    baseline (``bench.baseline --uvloop``), both pinned to core 0, with the load generator (wrk,
    or the Python one where wrk is missing) on core 1, 64 connections.
-2. Rounds: baseline POST, store submit, update, cancel, baseline GET, store status, ``since``,
-   ``latest``. Ratios are per round, against that round's baseline; the table shows medians.
+2. Rounds: baseline POST, store submit, Celery + Flower task submit (``bench.celery_row``; only
+   with the ``bench`` extra and Redis, ``--no-celery`` skips it), update, cancel, baseline GET,
+   store status, ``since``, ``latest``. Ratios are per round, against that round's baseline; the
+   table shows medians.
 3. End-to-end latency at a fixed open-loop rate (``bench.e2e``).
 4. Memory per idle websocket subscriber, then submit with 10,000 subscribers connected
    (``bench.subscribers``, a process of its own).
@@ -45,7 +48,7 @@ from typing import Any
 
 import orjson
 
-from bench import claims, profile
+from bench import celery_row, claims, profile
 from bench.load import HERE, WRK, Load, LoadResult, run_load
 from bench.populate import Populated, populate
 from bench.procs import PYTHON, baseline_proc, free_port, store_proc
@@ -88,6 +91,8 @@ class Plan:
     """``all`` measures, or ``claims``: only the claim rows (with their own baseline rounds)."""
     claim_workers: int = 4
     claim_concurrency: int = 64
+    celery_redis: str | None = None
+    """Broker of the Celery + Flower row (a Redis database it flushes); ``None``: no such row."""
 
 
 @dataclass(slots=True)
@@ -144,6 +149,7 @@ class Harness:
         self.raw: dict[str, Any] = {}
         self.profiles: dict[str, Any] = {}
         self.log: list[str] = []
+        self.celery_skipped = ""
 
     def say(self, text: str) -> None:
         """Progress on standard error (the table goes to standard output)."""
@@ -171,6 +177,26 @@ class Harness:
         assert data_dir is not None
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         return TokenAuthority(KeyRing.load_or_create(data_dir), DEFAULT_NAME)
+
+    async def start_celery(self) -> celery_row.CeleryFlower | None:
+        """Flower and a Celery worker for the Celery row, or ``None`` (the reason said once)."""
+        url = self.plan.celery_redis
+        reason = "--no-celery" if url is None else await celery_row.unavailable(url)
+        if reason is None:
+            assert url is not None
+            # Flower on the store's core, like the store; the worker there too (the store's
+            # writer shares its core); Redis is the machine's server, not pinned.
+            started = celery_row.CeleryFlower(url, flower_core=STORE_CORE, worker_core=STORE_CORE)
+            try:
+                await started.start()
+                return started
+            except Exception as exc:  # an optional row: report it, measure the rest
+                await started.stop()
+                reason = f"Celery or Flower did not start: {exc!r}"[:300]
+        self.celery_skipped = "celery row skipped: " + " ".join(str(reason).split())
+        self.raw["celery_skipped"] = self.celery_skipped
+        self.say(self.celery_skipped)
+        return None
 
     async def declare(self, url: str, driver_token: str) -> None:
         """``PUT /jobs/<DSID>`` as the driver."""
@@ -212,7 +238,9 @@ class Harness:
         base_url = f"http://127.0.0.1:{base_port}"
         await self.store.start()
         await baseline.start()
+        celery: celery_row.CeleryFlower | None = None
         try:
+            celery = await self.start_celery()
             await self.declare(self.store_url, self.driver_token)
             ct, dt = self.client_token, self.driver_token
             status = Load(
@@ -225,6 +253,7 @@ class Harness:
                 "submit": lambda r: self.load(
                     self.store_url, Load("submit", dsid=DSID, run=f"s{self.nonce}-{r}"), ct
                 ),
+                **({"celery": lambda r: self.celery_round(celery)} if celery else {}),
                 "update": lambda r: self.load(
                     self.store_url,
                     Load(
@@ -270,6 +299,8 @@ class Harness:
             await self.load(
                 self.store_url, Load("submit", dsid=DSID, run=f"ws{self.nonce}"), ct, duration=warm
             )
+            if celery:
+                await self.celery_measure(celery, duration=warm)
             results: dict[str, list[LoadResult]] = {name: [] for name in measures}
             for r in range(plan.rounds):
                 for name, measure in measures.items():
@@ -279,6 +310,9 @@ class Harness:
                         f"round {r + 1}/{plan.rounds} {name}: {result.rps:,.0f} req/s "
                         f"p50 {result.p50_ms:.2f} ms p99 {result.p99_ms:.2f} ms"
                     )
+            if celery:
+                await celery.stop()  # not left idle on the store's core for the other measures
+                celery = None
             self.raw["http"] = {k: [x.as_dict() for x in v] for k, v in results.items()}
             self.http = results
             self._http_rows(results)
@@ -287,8 +321,23 @@ class Harness:
             await self.end_to_end()
             await self.subscribers()
         finally:
+            if celery:
+                await celery.stop()
             await baseline.stop()
             await self.store.stop()
+
+    async def celery_round(self, celery: celery_row.CeleryFlower | None) -> LoadResult:
+        """:meth:`celery_measure` of a round (the row runs only when Flower started)."""
+        assert celery is not None
+        return await self.celery_measure(celery)
+
+    async def celery_measure(self, celery: celery_row.CeleryFlower, **kw: Any) -> LoadResult:
+        """One load on Flower (no token), then until the worker has run every queued task."""
+
+        async def load(url: str, spec: Load, token: str) -> LoadResult:
+            return await self.load(url, spec, token, **kw)
+
+        return await celery.measure(load, drain_timeout=max(60.0, 10 * self.plan.duration))
 
     def _http_rows(self, results: dict[str, list[LoadResult]]) -> None:
         plan = self.plan
@@ -300,6 +349,8 @@ class Harness:
             ("`since` page (limit=100)", "since", "baseline GET", None),
             ("`latest`", "latest", "baseline GET", None),
         ]
+        if "celery" in results:
+            specs.insert(1, (celery_row.LABEL, "celery", "baseline POST", None))
         for label, name, base, target in specs:
             mine, theirs = results[name], results[base]
             ratios = [m.rps / b.rps for m, b in zip(mine, theirs, strict=False) if b.rps]
@@ -315,6 +366,9 @@ class Harness:
                 numbers["wrapped"] = any(m.requests > plan.cancel_jobs for m in mine)
                 if numbers["wrapped"]:
                     label = "cancel (walk wrapped: some repeats)"
+            if name == "celery":
+                numbers.update(celery_row.numbers(mine))
+                label += celery_row.note(numbers)
             self.rows.append(
                 Row(
                     label,
@@ -845,6 +899,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
     if tool == "auto":
         tool = "wrk" if WRK else "python"
     postgres = None if args.no_postgres else args.database
+    celery_redis = None if args.no_celery else args.celery_redis
     if args.quick:
         return Plan(
             rounds=args.rounds or 1,
@@ -867,6 +922,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
             only=args.only,
             claim_workers=2,
             claim_concurrency=8,
+            celery_redis=celery_redis,
         )
     return Plan(
         rounds=args.rounds or 3,
@@ -887,6 +943,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         profile=args.profile,
         settle=2.0,
         only=args.only,
+        celery_redis=celery_redis,
     )
 
 
@@ -921,6 +978,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="PostgreSQL server DSN; a fresh database is created on it (default %(default)s)",
     )
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL rows")
+    parser.add_argument(
+        "--no-celery", action="store_true", help="skip the Celery + Flower row (bench extra)"
+    )
+    parser.add_argument(
+        "--celery-redis",
+        default=celery_row.default_redis(),
+        help="Redis database of the Celery row's broker, FLUSHED before and after "
+        "(default %(default)s; env " + celery_row.REDIS_ENV + ")",
+    )
     parser.add_argument(
         "--only",
         choices=["all", "claims"],
@@ -957,6 +1023,8 @@ async def amain(args: argparse.Namespace) -> Path:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(began))}; {elapsed:.0f} s; "
         f"load generator {plan.tool}"
     )
+    if harness.celery_skipped:
+        print(f"\n{harness.celery_skipped}")
     for name, summary in harness.profiles.items():
         print(f"\nprofile of the store under {name}: {orjson.dumps(summary).decode()}")
     out = write_results(

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bench import load, run
+from bench import celery_row, load, run
 from bench.procs import baseline_proc, free_port
 
 WRK_REPORT = """Running 5s test @ http://127.0.0.1:8080
@@ -49,6 +49,8 @@ EXPECTED_ROWS = [
     "claim -> complete, 2 workers x 8 jobs, SQLite",
     "claim -> complete, 2 workers x 8 jobs, PostgreSQL",
 ]
+CELERY_ROW = "task submit, Celery + Flower"
+"""Present when the bench extra and Redis are (else the run says why it skipped the row)."""
 
 
 def test_parse_wrk_report() -> None:
@@ -99,6 +101,18 @@ async def test_wrk_scripts_against_the_baseline() -> None:
         await server.stop()
 
 
+async def test_celery_row_says_in_one_line_why_it_cannot_run() -> None:
+    not_installed = celery_row.missing()
+    for url, why in (
+        (f"redis://127.0.0.1:{free_port()}/15", "does not answer"),
+        ("redis://127.0.0.1:6379", "names no dedicated Redis database"),
+        ("redis://127.0.0.1:6379/0", "names no dedicated Redis database"),
+    ):
+        reason = await celery_row.unavailable(url)
+        assert reason is not None and "\n" not in reason
+        assert (not_installed or why) in reason, reason
+
+
 def test_quick_run_produces_every_row(tmp_path: Path) -> None:
     # A sync test: the harness runs its own event loop (asyncio.run), as `python -m bench.run`.
     out = run.run_once(
@@ -107,12 +121,16 @@ def test_quick_run_produces_every_row(tmp_path: Path) -> None:
     results = orjson.loads(out.read_bytes())
     rows = results["rows"]
     measures = [row["measure"] for row in rows]
-    for expected in EXPECTED_ROWS:
+    skipped = results["raw"].get("celery_skipped")
+    if skipped:
+        assert skipped.startswith("celery row skipped: ") and "\n" not in skipped, skipped
+    expected_rows = EXPECTED_ROWS if skipped else [*EXPECTED_ROWS, CELERY_ROW]
+    for expected in expected_rows:
         assert any(m.startswith(expected) for m in measures), (expected, measures)
-    assert len(rows) == len(EXPECTED_ROWS)
+    assert len(rows) == len(expected_rows)
     for row in rows:
         numbers = [row[k] for k in ("ratio", "p50_ms", "p99_ms") if row[k] is not None]
         numbers += [v for v in row["numbers"].values() if isinstance(v, int | float)]
         assert numbers, row
         assert all(math.isfinite(x) for x in numbers), row
-    assert results["table"].count("\n") == len(EXPECTED_ROWS) + 1
+    assert results["table"].count("\n") == len(expected_rows) + 1
