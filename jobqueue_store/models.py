@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 JOB_ID_RE = re.compile(r"[A-Za-z0-9._~:-]{1,128}")
 DSID_RE = re.compile(r"[A-Za-z0-9._~:-]{1,128}")
 CLIENT_ID_RE = re.compile(r"[A-Za-z0-9._~:@-]{1,128}")
@@ -212,11 +214,23 @@ class JobRecord:
     """The schedule whose run this job is (runs only)."""
     scheduled_for: int | None = None
     """The fire time (ms) this run was created for (runs only)."""
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    """:meth:`wire_bytes`, once computed (a record is immutable; ``replace`` starts afresh)."""
 
     @property
     def terminal(self) -> bool:
         """Whether the job has reached a terminal status."""
         return self.status in TERMINAL
+
+    def wire_bytes(self) -> bytes:
+        """:meth:`to_wire` as JSON text, encoded once and kept with the record: the store
+        writes it and the reply sends the same bytes. Raises ``TypeError`` for a value JSON
+        cannot hold."""
+        wire = self._wire
+        if wire is None:
+            wire = orjson.dumps(self.to_wire())
+            object.__setattr__(self, "_wire", wire)
+        return wire
 
     def to_wire(self) -> dict[str, Any]:
         """The status record as sent to clients and drivers."""
@@ -381,6 +395,20 @@ class Event:
             "timestamp": self.timestamp,
             "data": self.data,
         }
+
+    def notification_bytes(self) -> bytes:
+        """:meth:`notification` as JSON text, around the record's own encoding (made once for
+        the store's write and every subscriber)."""
+        head = orjson.dumps(
+            {
+                "datasource_id": self.datasource_id,
+                "type": "status",
+                "job": self.job,
+                "client": self.client,
+                "seq": self.seq,
+            }
+        )
+        return head[:-1] + b',"data":' + self.record.wire_bytes() + b"}"
 
     def notification(self) -> dict[str, Any]:
         """The client notification (protocol.md §5) for this change of the job's record."""

@@ -66,7 +66,8 @@ class CatalogueEntry:
 class StreamPage:
     """A page of request-stream entries, and where the next one starts (``None``: no more)."""
 
-    entries: list[Event]
+    entries: list[bytes]
+    """Each entry's JSON text (protocol.md §6)."""
     next_after: int | None
 
 
@@ -76,6 +77,11 @@ def _require_role(principal: Principal, *roles: Role) -> None:
         raise Forbidden(
             f"This endpoint is for {names} tokens; this token's role is {principal.role.value}."
         )
+
+
+def _check_owner(principal: Principal, job: str, client: str) -> None:
+    if principal.role is Role.CLIENT and client != principal.client:
+        raise Forbidden(f"Job '{job}' belongs to another client.")
 
 
 class JobService:
@@ -127,6 +133,18 @@ class JobService:
         with self._wait_subscription(dsid, job) as sub:
             record = await self._own_job(principal, dsid, job)
             return Waited(await self._wait_terminal(sub, record, wait))
+
+    async def status_wire(self, principal: Principal, dsid: str, job: str) -> bytes:
+        """``GET /<DSID>/job/<JOBID>/`` without ``wait``: the caller's job record as the JSON
+        text the store holds."""
+        _require_role(principal, Role.CLIENT, Role.ADMIN)
+        validation.job_id(job)
+        await self._datasource(dsid)
+        found = await self.store.get_job_wire(dsid, job)
+        if found is None:
+            raise NotFound(f"No job '{job}' on datasource '{dsid}'.")
+        _check_owner(principal, job, found[0])
+        return found[1]
 
     async def list_jobs(
         self,
@@ -290,21 +308,22 @@ class JobService:
         await self._datasource(dsid)
         return await self.store.update_status(dsid, job, update)
 
-    async def driver_job(self, principal: Principal, dsid: str, job: str) -> JobRecord:
-        """``GET /jobs/<DSID>/job/<JOBID>/``: any job of the datasource."""
+    async def driver_job_wire(self, principal: Principal, dsid: str, job: str) -> bytes:
+        """``GET /jobs/<DSID>/job/<JOBID>/``: any job of the datasource, as the JSON text the
+        store holds."""
         _require_role(principal, Role.DRIVER, Role.ADMIN)
         validation.job_id(job)
         await self._datasource(dsid)
-        record = await self.store.get_job(dsid, job)
-        if record is None:
+        found = await self.store.get_job_wire(dsid, job)
+        if found is None:
             raise NotFound(f"No job '{job}' on datasource '{dsid}'.")
-        return record
+        return found[1]
 
-    async def latest(self, principal: Principal, dsid: str) -> Event:
-        """``GET /jobs/<DSID>/latest``: the newest request-stream entry."""
+    async def latest(self, principal: Principal, dsid: str) -> bytes:
+        """``GET /jobs/<DSID>/latest``: the newest request-stream entry, as JSON text."""
         _require_role(principal, Role.DRIVER, Role.ADMIN)
         await self._datasource(dsid)
-        entry = await self.store.latest_entry(dsid)
+        entry = await self.store.latest_entry_wire(dsid)
         if entry is None:
             raise NotFound(f"The request stream of datasource '{dsid}' is empty.")
         return entry
@@ -312,14 +331,17 @@ class JobService:
     async def since(
         self, principal: Principal, dsid: str, timestamp: int, *, after: int, limit: int
     ) -> StreamPage:
-        """``GET /jobs/<DSID>/since/<TIME>``: a page of the request stream, oldest first."""
+        """``GET /jobs/<DSID>/since/<TIME>``: a page of the request stream, oldest first, as
+        the entries' JSON texts."""
         _require_role(principal, Role.DRIVER, Role.ADMIN)
         await self._datasource(dsid)
-        entries = await self.store.entries_since(dsid, timestamp, after_seq=after, limit=limit + 1)
-        if len(entries) > limit:
-            entries = entries[:limit]
-            return StreamPage(entries, entries[-1].seq)
-        return StreamPage(entries, None)
+        rows = await self.store.entries_since_wire(
+            dsid, timestamp, after_seq=after, limit=limit + 1
+        )
+        if len(rows) > limit:
+            del rows[limit:]
+            return StreamPage([text for _, text in rows], rows[-1][0])
+        return StreamPage([text for _, text in rows], None)
 
     # subscriptions (the websocket layer's checks) -----------------------------------------------
     async def authorize_subscription(
@@ -375,8 +397,7 @@ class JobService:
         record = await self.store.get_job(dsid, job)
         if record is None:
             raise NotFound(f"No job '{job}' on datasource '{dsid}'.")
-        if principal.role is Role.CLIENT and record.client != principal.client:
-            raise Forbidden(f"Job '{job}' belongs to another client.")
+        _check_owner(principal, job, record.client)
         return record
 
     def _stream_subscription(self, dsid: str) -> Subscription:

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from jobqueue_store import codec
 from jobqueue_store.models import (
     Datasource,
     DesiredState,
@@ -226,6 +227,13 @@ class Store(abc.ABC):
     async def get_job(self, dsid: str, job: str) -> JobRecord | None:
         """The job's current record, or ``None``."""
 
+    async def get_job_wire(self, dsid: str, job: str) -> tuple[str, bytes] | None:
+        """The job's owner and its current record as JSON text (the status record of
+        protocol.md §8, as stored), or ``None``: what a status read answers, without decoding
+        the record and encoding it again. Stores that keep the text override this."""
+        record = await self.get_job(dsid, job)
+        return None if record is None else (record.client, codec.dumps(record.to_wire()))
+
     @abc.abstractmethod
     async def list_jobs(
         self,
@@ -290,6 +298,19 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def latest_entry(self, dsid: str) -> Event | None:
         """The newest request-stream entry (``request`` or ``cancel``) of the datasource."""
+
+    async def latest_entry_wire(self, dsid: str) -> bytes | None:
+        """:meth:`latest_entry` as the JSON text of its request-stream entry (protocol.md §6)."""
+        entry = await self.latest_entry(dsid)
+        return None if entry is None else codec.dumps(entry.stream_entry())
+
+    async def entries_since_wire(
+        self, dsid: str, timestamp: int, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[tuple[int, bytes]]:
+        """:meth:`entries_since` as ``(seq, JSON text of the entry)`` pairs: a page is joined
+        from them without decoding anything."""
+        entries = await self.entries_since(dsid, timestamp, after_seq=after_seq, limit=limit)
+        return [(e.seq, codec.dumps(e.stream_entry())) for e in entries]
 
     @abc.abstractmethod
     async def entries_since(

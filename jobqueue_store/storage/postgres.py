@@ -35,7 +35,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
@@ -170,6 +170,22 @@ _SQL_LATEST_ENTRY = (
 )
 _SQL_ENTRIES_SINCE = (
     f"SELECT {_EVENT_COLUMNS} FROM events WHERE datasource_id = $1 AND type <> 'status' "
+    "AND ts >= $2 AND seq > $3 ORDER BY seq LIMIT $4"
+)
+# A request-stream entry (protocol.md §6) as JSON text, assembled by PostgreSQL from the columns
+# and the entry data's stored text: a page is served without decoding anything.
+_ENTRY_TEXT = (
+    """'{"datasource_id":' || to_json(datasource_id)::text || ',"type":' || to_json(type)::text"""
+    """ || ',"job":' || to_json(job)::text || ',"client":' || to_json(client)::text"""
+    """ || ',"seq":' || seq || ',"timestamp":' || ts || ',"data":' || coalesce(data, 'null')"""
+    """ || '}' AS entry"""
+)
+_SQL_LATEST_ENTRY_WIRE = (
+    f"SELECT {_ENTRY_TEXT} FROM events WHERE datasource_id = $1 AND type <> 'status' "
+    "ORDER BY seq DESC LIMIT 1"
+)
+_SQL_ENTRIES_SINCE_WIRE = (
+    f"SELECT seq, {_ENTRY_TEXT} FROM events WHERE datasource_id = $1 AND type <> 'status' "
     "AND ts >= $2 AND seq > $3 ORDER BY seq LIMIT $4"
 )
 # Job events and schedule events in one statement: one snapshot, so no seq is skipped.
@@ -1376,6 +1392,25 @@ class PostgresStore(Store):
         """The newest request-stream entry (``request`` or ``cancel``) of the datasource."""
         row = await self._fetchrow("reading the request stream", _SQL_LATEST_ENTRY, dsid)
         return None if row is None else _row_event(row)
+
+    async def latest_entry_wire(self, dsid: str) -> bytes | None:
+        """The newest request-stream entry as JSON text, or ``None``."""
+        row = await self._fetchrow("reading the request stream", _SQL_LATEST_ENTRY_WIRE, dsid)
+        return None if row is None else cast(str, row["entry"]).encode()
+
+    async def entries_since_wire(
+        self, dsid: str, timestamp: int, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[tuple[int, bytes]]:
+        """:meth:`entries_since` as ``(seq, JSON text)`` pairs."""
+        rows = await self._fetch(
+            "reading the request stream",
+            _SQL_ENTRIES_SINCE_WIRE,
+            dsid,
+            timestamp,
+            after_seq,
+            limit,
+        )
+        return [(r["seq"], cast(str, r["entry"]).encode()) for r in rows]
 
     async def entries_since(
         self, dsid: str, timestamp: int, *, after_seq: int = 0, limit: int = 1000

@@ -14,7 +14,7 @@ from jobqueue_store.metrics import CONTENT_TYPE
 from jobqueue_store.models import Role
 from jobqueue_store.service import Waited
 from jobqueue_store.web.keys import METRICS, SERVICE, SETTINGS, STORE, principal_of
-from jobqueue_store.web.responses import json_response
+from jobqueue_store.web.responses import json_response, json_text_response
 
 STREAM_LIMIT_DEFAULT = 1000
 STREAM_LIMIT_MAX = 10_000
@@ -80,8 +80,8 @@ def _wait(request: web.Request) -> float | None:
 
 def _waited_response(waited: Waited, waiting: bool) -> web.Response:
     if waiting:
-        return json_response(waited.record.to_wire(), 200 if waited.done else 202)
-    return json_response(waited.record.to_wire(), 201 if waited.created else 200)
+        return json_text_response(waited.record.wire_bytes(), 200 if waited.done else 202)
+    return json_text_response(waited.record.wire_bytes(), 201 if waited.created else 200)
 
 
 # operations -------------------------------------------------------------------------------------
@@ -122,7 +122,12 @@ async def submit(request: web.Request) -> web.Response:
 
 async def job_status(request: web.Request) -> web.Response:
     """``GET /<DSID>/job/<JOBID>/``."""
-    wait = _wait(request)
+    wait = _wait(request) if request.query_string else None
+    if wait is None:
+        text = await request.app[SERVICE].status_wire(
+            principal_of(request), request.match_info["dsid"], request.match_info["job"]
+        )
+        return json_text_response(text)
     waited = await request.app[SERVICE].status(
         principal_of(request), request.match_info["dsid"], request.match_info["job"], wait
     )
@@ -153,7 +158,7 @@ async def cancel(request: web.Request) -> web.Response:
     record = await request.app[SERVICE].cancel(
         principal_of(request), request.match_info["dsid"], request.match_info["job"]
     )
-    return json_response(record.to_wire())
+    return json_text_response(record.wire_bytes())
 
 
 # driver API -------------------------------------------------------------------------------------
@@ -178,21 +183,21 @@ async def update_status(request: web.Request) -> web.Response:
     record = await request.app[SERVICE].update_status(
         principal_of(request), request.match_info["dsid"], request.match_info["job"], body
     )
-    return json_response(record.to_wire())
+    return json_text_response(record.wire_bytes())
 
 
 async def driver_job(request: web.Request) -> web.Response:
     """``GET /jobs/<DSID>/job/<JOBID>/``."""
-    record = await request.app[SERVICE].driver_job(
+    text = await request.app[SERVICE].driver_job_wire(
         principal_of(request), request.match_info["dsid"], request.match_info["job"]
     )
-    return json_response(record.to_wire())
+    return json_text_response(text)
 
 
 async def latest(request: web.Request) -> web.Response:
     """``GET /jobs/<DSID>/latest``."""
     entry = await request.app[SERVICE].latest(principal_of(request), request.match_info["dsid"])
-    return json_response(entry.stream_entry())
+    return json_text_response(entry)
 
 
 async def since(request: web.Request) -> web.Response:
@@ -218,4 +223,4 @@ async def since(request: web.Request) -> web.Response:
     if page.next_after is not None:
         url = f"/jobs/{quote(dsid, safe='')}/since/{raw_time}?after={page.next_after}&limit={limit}"
         headers = {"Link": f'<{url}>; rel="next"'}
-    return json_response([e.stream_entry() for e in page.entries], headers=headers)
+    return json_text_response(b"[" + b",".join(page.entries) + b"]", headers=headers)

@@ -17,9 +17,16 @@ def json_response(
     value: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
     """``value`` encoded with orjson."""
-    response = web.Response(body=codec.dumps(value), status=status, headers=headers)
-    response.content_type = JSON
-    return response
+    return json_text_response(codec.dumps(value), status, headers)
+
+
+def json_text_response(
+    text: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """A reply whose body is ``text``, JSON already encoded (a stored record, say)."""
+    if headers is None:
+        return web.Response(body=text, status=status, content_type=JSON)
+    return web.Response(body=text, status=status, headers={**headers, "Content-Type": JSON})
 
 
 def error_body(code: str, message: str) -> dict[str, str]:

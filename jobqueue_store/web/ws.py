@@ -273,7 +273,9 @@ class _Socket:
         if isinstance(event, ScheduleEvent):
             frame = codec.dumps(event.notification())
         else:
-            frame = codec.dumps(event.stream_entry() if self.driver else event.notification())
+            frame = (
+                codec.dumps(event.stream_entry()) if self.driver else event.notification_bytes()
+            )
         try:
             async with asyncio.timeout(self.limits.ws_send_timeout):
                 await self.ws.send_frame(frame, WSMsgType.TEXT)
