@@ -18,13 +18,14 @@ event loop never waits for the disk. While no ``AuditLog`` is open the lines go 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import queue
 import sys
 import threading
-from datetime import UTC, datetime
+import time
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -61,9 +62,8 @@ def audit_record(
     ``principal`` is the verified :class:`~jobqueue_store.auth.Principal`, or ``None``.
     """
     match = request.match_info
-    now = datetime.now(UTC)
     return {
-        "ts": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
+        "ts": _timestamp(),
         "event": "audit",
         "role": None if principal is None else principal.role.value,
         "client": None if principal is None else principal.client,
@@ -77,15 +77,35 @@ def audit_record(
     }
 
 
+_second: list[Any] = [-1, ""]
+"""The second of the last timestamp and its text up to the milliseconds."""
+
+
+def _timestamp() -> str:
+    """Now in UTC, ISO 8601 with milliseconds (the text of the second is made once a second)."""
+    now = time.time()
+    second = int(now)
+    if second != _second[0]:
+        _second[0] = second
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+    return f"{_second[1]}{int((now - second) * 1000):03d}Z"
+
+
 def emit(
     request: web.Request, status: int, code: str | None, principal: Principal | None = None
 ) -> None:
     """Log the audit line of ``request`` if it is a write (and the audit log is on)."""
     if request.method not in WRITE_METHODS:
         return
-    lines = _open_lines
-    if lines is not None:  # an AuditLog is open: hand the line to its writer thread
-        lines.put(codec.dumps_str(audit_record(request, status, code, principal)))
+    if _open_lines is not None:  # an AuditLog is open: its writer thread writes the line
+        _pending.append(codec.dumps_str(audit_record(request, status, code, principal)))
+        if len(_pending) == 1:
+            # The lines of one turn of the event loop go over together: one hand-over (and one
+            # wake-up of the writer thread) per turn rather than per request.
+            try:
+                asyncio.get_running_loop().call_soon(_hand_over)
+            except RuntimeError:
+                _hand_over()
     elif log.isEnabledFor(logging.INFO):
         line = codec.dumps_str(audit_record(request, status, code, principal))
         # makeRecord + handle: log.info() would also walk the stack to find the caller, which
@@ -95,7 +115,17 @@ def emit(
 
 # The queue of the open AuditLog's writer thread; None: lines go through the logger (so that an
 # application embedding the store, or a test, can capture them).
-_open_lines: queue.SimpleQueue[str | None] | None = None
+_open_lines: queue.SimpleQueue[list[str] | None] | None = None
+_pending: list[str] = []
+"""Lines not yet handed to the writer thread."""
+
+
+def _hand_over() -> None:
+    if _pending:
+        batch = _pending.copy()
+        _pending.clear()
+        if _open_lines is not None:
+            _open_lines.put(batch)
 
 
 class _LineWriter:
@@ -141,16 +171,16 @@ class _LineWriter:
             self._stream.close()
 
 
-def _write_lines(lines: queue.SimpleQueue[str | None], sink: _LineWriter) -> None:
-    """The writer thread: take every queued line at once, write them, flush; ``None`` stops."""
+def _write_lines(lines: queue.SimpleQueue[list[str] | None], sink: _LineWriter) -> None:
+    """The writer thread: take every queued batch of lines at once, write them, flush; ``None``
+    stops."""
     while True:
-        batch = [lines.get()]
+        batches = [lines.get()]
         with contextlib.suppress(queue.Empty):
-            while len(batch) < 10_000:
-                batch.append(lines.get_nowait())
-        done = None in batch
-        sink.write([line for line in batch if line is not None])
-        if done:
+            while len(batches) < 1_000:
+                batches.append(lines.get_nowait())
+        sink.write([line for batch in batches if batch is not None for line in batch])
+        if None in batches:
             return
 
 
@@ -165,7 +195,7 @@ class AuditLog:
 
     def __init__(self, target: str) -> None:
         self.target = target.strip() or STDERR
-        self._lines: queue.SimpleQueue[str | None] | None = None
+        self._lines: queue.SimpleQueue[list[str] | None] | None = None
         self._thread: threading.Thread | None = None
         self._sink: _LineWriter | None = None
         self._saved: tuple[int, bool, bool] | None = None
@@ -196,6 +226,7 @@ class AuditLog:
             return
         if self._lines is not None:
             if _open_lines is self._lines:
+                _hand_over()
                 _open_lines = None
             self._lines.put(None)
         if self._thread is not None:

@@ -426,11 +426,15 @@ class TokenAuthority:
         request. ``path`` is the raw (percent-encoded) request path; it is decoded and matched
         without its trailing slash or with one. A path with ``..`` or ``.`` segments or an
         encoded slash is refused."""
-        if not principal.allows_method(method):
+        if principal.method_sets and not principal.allows_method(method):
             raise Forbidden(f"The token's 'method' caveat does not allow {method.upper()}.")
-        if dsid is not None and not principal.allows_dsid(dsid):
+        if dsid is not None and principal.dsid_sets and not principal.allows_dsid(dsid):
             raise Forbidden(f"The token's 'dsid' caveat does not allow the datasource {dsid!r}.")
-        raw = path.split("?", 1)[0]
+        raw = path.split("?", 1)[0] if "?" in path else path
+        # A '.' or '..' segment needs "/." (the path starts with "/"); an encoded slash needs
+        # "%": most paths have neither, and no path caveat to match.
+        if not principal.paths and "%" not in raw and "/." not in raw:
+            return
         if "%2f" in raw.lower() or "%5c" in raw.lower():
             raise Forbidden("The request path contains an encoded slash, which is refused.")
         try:

@@ -100,6 +100,10 @@ def job_submission(body: Any) -> tuple[str, Any, str | None]:
     return job_id(obj["job"]), obj["request"], client
 
 
+_STATUSES = {s.value: s for s in Status}
+_DRIVER_STATUSES = ", ".join(s.value for s in Status if s is not Status.SUBMITTED)
+
+
 def status_update(body: Any) -> StatusUpdate:
     """A driver's ``{"status", "response"?, "error"?, "progress"?}``."""
     obj = _object(
@@ -107,12 +111,11 @@ def status_update(body: Any) -> StatusUpdate:
     )
     _no_unknown(obj, UPDATE_FIELDS, "the status update")
     raw = obj.get("status")
-    allowed = ", ".join(s.value for s in Status if s is not Status.SUBMITTED)
-    if not isinstance(raw, str) or raw not in {s.value for s in Status}:
-        raise BadRequest(f'"status" must be one of: {allowed}.')
-    status = Status(raw)
+    status = _STATUSES.get(raw) if isinstance(raw, str) else None
+    if status is None:
+        raise BadRequest(f'"status" must be one of: {_DRIVER_STATUSES}.')
     if status is Status.SUBMITTED:
-        raise BadRequest(f'A driver cannot set "submitted"; use one of: {allowed}.')
+        raise BadRequest(f'A driver cannot set "submitted"; use one of: {_DRIVER_STATUSES}.')
     error = obj.get("error")
     if error is not None and (not isinstance(error, str) or len(error) > MAX_ERROR_TEXT):
         raise BadRequest('"error" must be a string of at most 64 KiB describing what went wrong.')

@@ -11,11 +11,12 @@ import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from aiohttp.web_urldispatcher import MatchInfoError
+from aiohttp.web_urldispatcher import MatchInfoError, UrlMappingMatchInfo
 
 from jobqueue_store import audit
-from jobqueue_store.auth import extract_token
+from jobqueue_store.auth import Principal, extract_token
 from jobqueue_store.errors import StoreError, Unauthorized
+from jobqueue_store.models import Role
 from jobqueue_store.web import ui
 from jobqueue_store.web.keys import AUTHORITY, METRICS, PRINCIPAL
 from jobqueue_store.web.responses import (
@@ -36,14 +37,17 @@ async def store_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Authenticate, run the handler, answer every failure with the protocol's error body; count the
     reply; audit every write."""
     code: str | None = None
-    metrics = request.app[METRICS]
     started = time.perf_counter()
+    match = request.match_info
+    name = match.route.name
+    metrics = request.app[METRICS]
+    principal: Principal | None = None
     try:
-        authenticate(request)
-        match = request.match_info
-        with metrics.presence(
-            match.route.name, request.path, match.get("dsid"), request.get(PRINCIPAL)
-        ):
+        principal = authenticate(request, match, name)
+        if principal is not None and principal.role is Role.DRIVER:
+            with metrics.presence(name, request.path, match.get("dsid"), principal):
+                response = await handler(request)
+        else:
             response = await handler(request)
     except StoreError as exc:
         response = error_response(exc)
@@ -61,22 +65,31 @@ async def store_middleware(request: web.Request, handler: Handler) -> web.Stream
             error_body(code, "The store failed to handle this request; it was logged."),
             500,
         )
-    name = request.match_info.route.name or "unmatched"
-    metrics.count_request(request.method, name, response.status, time.perf_counter() - started)
-    audit.emit(request, response.status, code, request.get(PRINCIPAL))
+    status = response.status
+    method = request.method
+    metrics.count_request(method, name or "unmatched", status, time.perf_counter() - started)
+    if method in audit.WRITE_METHODS:
+        audit.emit(request, status, code, principal)
     return response
 
 
-def authenticate(request: web.Request) -> None:
-    """Verify the caller's token and the request-dependent caveats; set ``request[PRINCIPAL]``.
+def authenticate(
+    request: web.Request, match: UrlMappingMatchInfo | None = None, name: str | None = None
+) -> Principal | None:
+    """Verify the caller's token and the request-dependent caveats; set ``request[PRINCIPAL]``
+    and return the principal (``None`` for a route that needs no token).
 
-    Open routes (health) and unmatched paths (404/405 follow) need no token.
+    Open routes (health) and unmatched paths (404/405 follow) need no token. ``match`` and
+    ``name`` are the request's match info and route name, when the caller has them already.
     """
-    match = request.match_info
-    name = match.route.name
+    if match is None:
+        match = request.match_info
+        name = match.route.name
     if name in OPEN_ROUTES or isinstance(match, MatchInfoError):
-        return
-    token = extract_token(request.headers, request.query, allow_query=name in WEBSOCKET_ROUTES)
+        return None
+    # Only websockets take the token from the query: other requests never parse theirs here.
+    allow_query = name in WEBSOCKET_ROUTES
+    token = extract_token(request.headers, request.query if allow_query else {}, allow_query)
     if not token:
         raise Unauthorized(
             "This endpoint needs a token: send 'Authorization: Bearer <token>' "
@@ -88,3 +101,4 @@ def authenticate(request: web.Request) -> None:
         principal, method=request.method, path=request.raw_path, dsid=match.get("dsid")
     )
     request[PRINCIPAL] = principal
+    return principal

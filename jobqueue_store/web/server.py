@@ -155,12 +155,15 @@ class StoreRequestHandler(RequestHandler):
             self._jq_body = None
             if not self._jq_partial:  # the first byte of a request
                 self._jq_partial = True
-                self._stop_idle_timer()
                 self._jq_line_length = 0
                 self._jq_line_done = False
                 if self._jq_header_deadline is None:
                     self._jq_header_deadline = self._loop.time() + self._jq_limits.header_timeout
                     self._arm(self._jq_header_deadline)
+                # aiohttp's keep-alive timer must not close the connection under a request that
+                # is arriving: its close time moves past the header deadline (a timer that fires
+                # early re-arms itself; cancelling and re-creating it costs every request).
+                self._next_keepalive_close_time = self._jq_header_deadline + 1.0
             if not self._jq_line_done:
                 end = data.find(b"\n")
                 self._jq_line_length += len(data) if end < 0 else end
