@@ -59,6 +59,7 @@ from jobqueue_store.models import Role
 
 DSID = "bench"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+SINCE_TARGET = round(3 * 1526 / 43665, 3)
 STORE_CORE = 0
 LOAD_CORE = 1
 
@@ -342,11 +343,14 @@ class Harness:
     def _http_rows(self, results: dict[str, list[LoadResult]]) -> None:
         plan = self.plan
         specs = [
-            ("durable submit (synchronous=FULL)", "submit", "baseline POST", 0.75),
-            ("status GET", "status", "baseline GET", 0.85),
-            ("driver status update", "update", "baseline POST", 0.70),
-            ("cancel (each job once)", "cancel", "baseline POST", 0.70),
-            ("`since` page (limit=100)", "since", "baseline GET", None),
+            ("durable submit (synchronous=FULL)", "submit", "baseline POST", 0.50),
+            ("status GET", "status", "baseline GET", 0.60),
+            ("driver status update", "update", "baseline POST", 0.45),
+            ("cancel (each job once)", "cancel", "baseline POST", 0.45),
+            # Three times the ratio of the last run before the read path served stored bytes
+            # (1,526 req/s against a baseline GET of 43,665 req/s: 0.035), so that the target
+            # means the same on a faster or slower machine.
+            ("`since` page (limit=100)", "since", "baseline GET", SINCE_TARGET),
             ("`latest`", "latest", "baseline GET", None),
         ]
         if "celery" in results:
@@ -377,7 +381,7 @@ class Harness:
                     ratio,
                     median([m.p50_ms for m in mine]),
                     median([m.p99_ms for m in mine]),
-                    "-" if target is None else f"ratio >= {target:.2f}",
+                    "-" if target is None else f"ratio >= {target:.3g}",
                     None if target is None else ratio >= target,
                     numbers,
                 )
