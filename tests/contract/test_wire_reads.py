@@ -52,7 +52,9 @@ async def test_job_wire_follows_every_change(store: Store, ds: str) -> None:
     await store.update_status(
         ds,
         "j1",
-        StatusUpdate(Status.FAILED, error="it broke: caf\u00e9", response=AWKWARD, has_response=True),
+        StatusUpdate(
+            Status.FAILED, error="it broke: caf\u00e9", response=AWKWARD, has_response=True
+        ),
     )
     await assert_job_wire(store, ds, "j1")
     record = await store.get_job(ds, "j1")
