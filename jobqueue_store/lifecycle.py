@@ -9,18 +9,25 @@ to append, or ``None`` when nothing changes (an idempotent repeat).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from jobqueue_store import codec
 from jobqueue_store.errors import Conflict, Forbidden
-from jobqueue_store.models import Datasource, EventType, JobRecord, Status, StatusUpdate
+from jobqueue_store.models import (
+    Datasource,
+    EventType,
+    JobRecord,
+    Status,
+    StatusUpdate,
+    immutable,
+)
 
 if TYPE_CHECKING:
     from jobqueue_store.revisions import Revision
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Outcome:
     """What a write does: the resulting record and the event to append (``None``: no change).
 

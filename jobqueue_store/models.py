@@ -6,9 +6,21 @@ import enum
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, dataclass_transform
 
 import orjson
+
+_C = TypeVar("_C", bound=type)
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def immutable(cls: _C) -> _C:
+    """A record class: a dataclass with slots, frozen for the type checker (mypy refuses any
+    assignment to a field; change a record with ``dataclasses.replace``) but not at run time,
+    where a frozen dataclass pays a ``object.__setattr__`` call per field on every
+    construction (the hot records are built several times per request)."""
+    return dataclass(slots=True)(cls)  # type: ignore[return-value]
+
 
 JOB_ID_RE = re.compile(r"[A-Za-z0-9._~:-]{1,128}")
 DSID_RE = re.compile(r"[A-Za-z0-9._~:-]{1,128}")
@@ -153,7 +165,7 @@ class Datasource:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Lease:
     """A worker's hold on a job of a lease datasource."""
 
@@ -177,7 +189,7 @@ class Lease:
         return cls(data["id"], data["worker"], data["attempt"], data["expires_at"])
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class JobRecord:
     """A job's status record (protocol.md §8)."""
 
@@ -300,7 +312,7 @@ class JobRecord:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class StatusUpdate:
     """A driver's status report. It sets status, response, error and progress to exactly what it
     carries (an omitted field is cleared)."""
@@ -360,7 +372,7 @@ class SlotLease:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Event:
     """One entry of the store-wide append-only log.
 
