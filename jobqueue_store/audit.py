@@ -100,10 +100,10 @@ def emit(
     if _open_lines is not None:  # an AuditLog is open: its writer thread writes the line
         _pending.append(codec.dumps_str(audit_record(request, status, code, principal)))
         if len(_pending) == 1:
-            # The lines of one turn of the event loop go over together: one hand-over (and one
-            # wake-up of the writer thread) per turn rather than per request.
+            # The lines of HAND_OVER_SECONDS go over together: one hand-over (and one wake-up
+            # of the writer thread, a thread switch) for all of them rather than per request.
             try:
-                asyncio.get_running_loop().call_soon(_hand_over)
+                asyncio.get_running_loop().call_later(HAND_OVER_SECONDS, _hand_over)
             except RuntimeError:
                 _hand_over()
     elif log.isEnabledFor(logging.INFO):
@@ -118,6 +118,9 @@ def emit(
 _open_lines: queue.SimpleQueue[list[str] | None] | None = None
 _pending: list[str] = []
 """Lines not yet handed to the writer thread."""
+HAND_OVER_SECONDS = 0.02
+"""How long a line may wait for the next ones before the writer thread takes them: a process
+killed without a shutdown loses at most this much of the audit log (a shutdown writes it all)."""
 
 
 def _hand_over() -> None:
