@@ -119,8 +119,10 @@ def store_proc(
     root_key: str = "",
     core: int | None = 0,
     name: str = "store",
+    workers: int = 1,
 ) -> Proc:
-    """``jobqueue-store serve`` on ``port`` (pinned to ``core``)."""
+    """``jobqueue-store serve`` on ``port`` (pinned to ``core``), with ``--workers`` processes
+    sharing the port (PostgreSQL only)."""
     argv = [
         STORE_COMMAND,
         "serve",
@@ -135,6 +137,8 @@ def store_proc(
         argv += ["--database", database]
     if root_key:
         argv += ["--root-key", root_key]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
     return Proc(name, pinned(argv, core))
 
 
