@@ -226,20 +226,25 @@ class _Socket:
             # Everything up to the hub's last seq is committed: read before the log, it bounds
             # the schedule events merged into a short page (later ones arrive live).
             published = self.hub.last_seq
-            page: list[Event | ScheduleEvent] = list(
-                await self.store.events_after(
-                    self.dsid,
-                    self.last_sent,
-                    client=None if self.driver else self.client,
-                    stream_only=self.driver,
-                    limit=REPLAY_PAGE,
+            if self.driver:
+                # The request stream's entries as the store holds them: nothing is decoded.
+                entries = await self.store.entries_since_wire(
+                    self.dsid, 0, after_seq=self.last_sent, limit=REPLAY_PAGE
                 )
-            )
-            if not self.driver:
+                for seq, text in entries:
+                    await self._send_frame(seq, text)
+                count = len(entries)
+            else:
+                page: list[Event | ScheduleEvent] = list(
+                    await self.store.events_after(
+                        self.dsid, self.last_sent, client=self.client, limit=REPLAY_PAGE
+                    )
+                )
                 page = await self._with_schedule_events(page, published)
-            for event in page:
-                await self._send(event)
-            if len(page) >= REPLAY_PAGE:
+                for event in page:
+                    await self._send(event)
+                count = len(page)
+            if count >= REPLAY_PAGE:
                 continue
             sub = self.sub
             assert sub is not None
@@ -273,18 +278,19 @@ class _Socket:
         if isinstance(event, ScheduleEvent):
             frame = codec.dumps(event.notification())
         else:
-            frame = (
-                codec.dumps(event.stream_entry()) if self.driver else event.notification_bytes()
-            )
+            frame = codec.dumps(event.stream_entry()) if self.driver else event.notification_bytes()
+        await self._send_frame(event.seq, frame)
+
+    async def _send_frame(self, seq: int, frame: bytes) -> None:
         try:
             async with asyncio.timeout(self.limits.ws_send_timeout):
                 await self.ws.send_frame(frame, WSMsgType.TEXT)
         except TimeoutError:
             # Without compression aiohttp writes the frame to the transport before waiting
             # for it to drain, so a frame whose send timed out is still delivered first.
-            self.last_sent = event.seq
+            self.last_sent = seq
             raise _SlowConsumer from None
-        self.last_sent = event.seq
+        self.last_sent = seq
 
     # closing ------------------------------------------------------------------------------------
     async def close(self, code: int, reason: str) -> None:
