@@ -137,14 +137,9 @@ class JobService:
     async def status_wire(self, principal: Principal, dsid: str, job: str) -> bytes:
         """``GET /<DSID>/job/<JOBID>/`` without ``wait``: the caller's job record as the JSON
         text the store holds."""
-        _require_role(principal, Role.CLIENT, Role.ADMIN)
-        validation.job_id(job)
-        await self._datasource(dsid)
-        found = await self.store.get_job_wire(dsid, job)
-        if found is None:
-            raise NotFound(f"No job '{job}' on datasource '{dsid}'.")
-        _check_owner(principal, job, found[0])
-        return found[1]
+        client, text = await self._stored_job(principal, dsid, job, Role.CLIENT, Role.ADMIN)
+        _check_owner(principal, job, client)
+        return text
 
     async def list_jobs(
         self,
@@ -311,13 +306,8 @@ class JobService:
     async def driver_job_wire(self, principal: Principal, dsid: str, job: str) -> bytes:
         """``GET /jobs/<DSID>/job/<JOBID>/``: any job of the datasource, as the JSON text the
         store holds."""
-        _require_role(principal, Role.DRIVER, Role.ADMIN)
-        validation.job_id(job)
-        await self._datasource(dsid)
-        found = await self.store.get_job_wire(dsid, job)
-        if found is None:
-            raise NotFound(f"No job '{job}' on datasource '{dsid}'.")
-        return found[1]
+        _, text = await self._stored_job(principal, dsid, job, Role.DRIVER, Role.ADMIN)
+        return text
 
     async def latest(self, principal: Principal, dsid: str) -> bytes:
         """``GET /jobs/<DSID>/latest``: the newest request-stream entry, as JSON text."""
@@ -391,6 +381,18 @@ class JobService:
                 f"PUT /jobs/{dsid}."
             )
         return datasource
+
+    async def _stored_job(
+        self, principal: Principal, dsid: str, job: str, *roles: Role
+    ) -> tuple[str, bytes]:
+        """The owner and stored record text of ``job``, for a caller of one of ``roles``."""
+        _require_role(principal, *roles)
+        validation.job_id(job)
+        await self._datasource(dsid)
+        found = await self.store.get_job_wire(dsid, job)
+        if found is None:
+            raise NotFound(f"No job '{job}' on datasource '{dsid}'.")
+        return found
 
     async def _own_job(self, principal: Principal, dsid: str, job: str) -> JobRecord:
         await self._datasource(dsid)
