@@ -79,6 +79,10 @@ _ENTRY_TEXT = (
     " || ',\"seq\":' || seq || ',\"timestamp\":' || timestamp"
     " || ',\"data\":' || coalesce(CAST(data AS TEXT), 'null') || '}' AS BLOB)"
 )
+CHECKPOINT_SECONDS = 0.5
+"""How often a connection of its own copies the write-ahead log into the database (a PASSIVE
+checkpoint). The writer never checkpoints: SQLite's automatic checkpoint would run inside a
+commit every 1,000 pages and hold up every write of that batch by milliseconds."""
 # Pages up to this many entries are read on the loop's thread (a thread hop costs more).
 _INLINE_PAGE = 200
 # Readers map the database file (up to this much) instead of copying pages through read(): a
@@ -233,7 +237,8 @@ class SQLiteStore(Store):
 
     ``synchronous`` is SQLite's ``PRAGMA synchronous`` (``OFF``, ``NORMAL``, ``FULL``, ``EXTRA``);
     ``batch_max`` caps the number of writes committed together; ``readers`` is the size of the
-    read connection pool.
+    read connection pool; ``checkpoint_every`` is how often (seconds) the write-ahead log is
+    copied into the database.
     """
 
     def __init__(
@@ -244,6 +249,7 @@ class SQLiteStore(Store):
         batch_max: int = 512,
         readers: int = 2,
         clock: Clock | None = None,
+        checkpoint_every: float = CHECKPOINT_SECONDS,
     ) -> None:
         sync = synchronous.upper()
         if sync not in SYNCHRONOUS_VALUES:
@@ -265,6 +271,10 @@ class SQLiteStore(Store):
         self._idle_readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
+        self._checkpoint_conn: aiosqlite.Connection | None = None
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        self.checkpoint_every = checkpoint_every
+        self._uncheckpointed = 0
         self._accepting = False
         self._datasources: dict[str, Datasource] = {}
         # Last timestamp handed out per datasource; only the writer touches it.
@@ -285,6 +295,8 @@ class SQLiteStore(Store):
                 self._idle_readers.put_nowait(conn)
             self._datasources, self._last_ts = await _in_thread(self._writer_conn, self._load_state)
             self._inline = self._connect_inline()
+            self._checkpoint_conn = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._checkpoint_conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         except BaseException as exc:
             # Whatever failed (or a cancellation), close what was opened: each aiosqlite
             # connection owns a non-daemon thread that would keep the process alive.
@@ -296,6 +308,7 @@ class SQLiteStore(Store):
             raise
         self._accepting = True
         self._writer_task = asyncio.create_task(self._writer(), name="sqlite-writer")
+        self._checkpoint_task = asyncio.create_task(self._checkpointer(), name="sqlite-checkpoint")
 
     async def close(self) -> None:
         """Refuse new writes, finish the queued ones, stop the writer, close the connections."""
@@ -304,6 +317,11 @@ class SQLiteStore(Store):
         if task is not None:
             self._queue.put_nowait(_STOP)
             await task
+        checkpoint, self._checkpoint_task = self._checkpoint_task, None
+        if checkpoint is not None:
+            checkpoint.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpoint
         await self._close_connections()
 
     async def _connect(self, *, writer: bool) -> aiosqlite.Connection:
@@ -315,6 +333,7 @@ class SQLiteStore(Store):
                 await conn.execute("PRAGMA journal_mode = WAL")
                 await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
                 await conn.execute("PRAGMA foreign_keys = ON")
+                await conn.execute("PRAGMA wal_autocheckpoint = 0")  # see CHECKPOINT_SECONDS
             else:
                 await conn.execute("PRAGMA query_only = ON")
                 await conn.execute(f"PRAGMA mmap_size = {READ_MMAP_BYTES}")
@@ -337,6 +356,9 @@ class SQLiteStore(Store):
             self._inline.close()
             self._inline = None
         conns = [*self._reader_conns]
+        if self._checkpoint_conn is not None:
+            conns.append(self._checkpoint_conn)
+            self._checkpoint_conn = None
         if self._writer_conn is not None:
             conns.append(self._writer_conn)
         self._reader_conns = []
@@ -507,6 +529,20 @@ class SQLiteStore(Store):
             if isinstance(item, _Pending) and not item.future.done():
                 item.future.set_exception(errors.Unavailable("The store is closed."))
 
+    async def _checkpointer(self) -> None:
+        """Every ``checkpoint_every`` seconds after a commit, copy what the write-ahead log holds
+        into the database without blocking the writer or the readers (PASSIVE)."""
+        while True:
+            await asyncio.sleep(self.checkpoint_every)
+            conn = self._checkpoint_conn
+            if not self._uncheckpointed or conn is None:
+                continue
+            self._uncheckpointed = 0
+            try:
+                await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except (sqlite3.Error, ValueError) as exc:  # the next round tries again
+                log.warning("the SQLite checkpoint failed: %s", exc)
+
     async def _commit_batch(self, batch: list[_Pending]) -> None:
         commands = [p.command for p in batch]
         assert self._writer_conn is not None
@@ -525,6 +561,7 @@ class SQLiteStore(Store):
                     )
             return
         self._datasources.update(result.datasources)
+        self._uncheckpointed += 1
         self._committed(len(batch))
         for pending, outcome in zip(batch, result.results, strict=True):
             if pending.future.done():  # the caller gave up; the write is committed anyway

@@ -1,8 +1,10 @@
-"""A SQLite store written before revisions existed: its stored records get the fields a status
-read sends today (schema 8), because status reads serve the stored text unchanged."""
+"""SQLite-only behaviour of the stored text and the write-ahead log: records written before
+revisions existed get the fields a status read sends today (schema 8), because status reads
+serve the stored text unchanged; the log is checkpointed by a connection of its own."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -44,5 +46,35 @@ async def test_old_records_gain_revision_fields(tmp_path: Path) -> None:
         wire = orjson.loads(found[1])
         assert wire["revision"] == 0 and wire["desired_state"] == "running"
         assert wire["request"] == {"text": "caf\u00e9 \u0000", "big": 2**63 - 1}
+    finally:
+        await store.close()
+
+
+async def test_the_log_is_checkpointed_off_the_writer(tmp_path: Path) -> None:
+    """The writer never checkpoints (no write waits for one); the checkpoint connection copies
+    the write-ahead log into the database file soon after the writes."""
+    path = tmp_path / "ckpt.sqlite3"
+    store = SQLiteStore(path, checkpoint_every=0.05)
+    await store.open()
+    try:
+        await store.put_datasource(Datasource("ds", ""))
+        before = path.stat().st_size
+        pad = "x" * 2000
+        for start in range(0, 500, 50):
+            await asyncio.gather(
+                *(
+                    store.submit("ds", f"j{i}", "app", {"pad": pad})
+                    for i in range(start, start + 50)
+                )
+            )
+        # 500 jobs of 2 KB: over 1 MB, far below SQLite's own automatic checkpoint (1,000 pages,
+        # which the writer has off): only the checkpoint connection moves it into the file.
+        for _ in range(200):
+            if path.stat().st_size > before + 1_000_000:
+                break
+            await asyncio.sleep(0.01)
+        assert path.stat().st_size > before + 1_000_000
+        page = await store.list_jobs("ds", None, limit=1000)
+        assert len(page.jobs) == 500
     finally:
         await store.close()
