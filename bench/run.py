@@ -19,7 +19,8 @@ What it does, in order (see ``bench/README.md`` for the reading of each row):
 4. Memory per idle websocket subscriber, then submit with 10,000 subscribers connected
    (``bench.subscribers``, a process of its own).
 5. ``since`` page latency on a 10k-job store and on a 1M-job store.
-6. PostgreSQL submit with one and two store processes (``--database``; ``--no-postgres`` skips).
+6. PostgreSQL submit with one store process and with ``serve --workers 2`` (``--database``;
+   ``--no-postgres`` skips).
 7. Claims on a lease datasource: 4 worker processes of 64 concurrent claim -> complete round
    trips each (``bench.claims``), on SQLite and on PostgreSQL, in rounds alternating with the
    baseline POST (``--only claims`` runs just these rows).

@@ -45,7 +45,7 @@ EXPECTED_ROWS = [
     "`since` p50, 5,000 vs 1,000 jobs (T middle)",
     "`since` p50, 5,000 vs 1,000 jobs (T end)",
     "durable submit, PostgreSQL, 1 store process",
-    "durable submit, PostgreSQL, 2 store processes",
+    "durable submit, PostgreSQL, `serve --workers 2`",
     "claim -> complete, 2 workers x 8 jobs, SQLite",
     "claim -> complete, 2 workers x 8 jobs, PostgreSQL",
 ]
