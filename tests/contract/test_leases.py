@@ -6,49 +6,16 @@ Time is a :class:`~jobqueue_store.timers.ManualClock` given to the store: tests 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-
 import pytest
 
 from jobqueue_store import errors
 from jobqueue_store.models import Datasource, Dispatch, JobRecord, Status, StatusUpdate
 from jobqueue_store.storage.base import Store
 from jobqueue_store.timers import ManualClock
-from tests.conftest import _drop_schema, make_store
+from tests.contract.conftest import Opener
 
 LEASE = Datasource("lq", "leased", dispatch=Dispatch.LEASE, lease_seconds=30, max_attempts=3)
 STREAM = Datasource("sq", "streamed", lease_seconds=20)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    """The stores' clock."""
-    return ManualClock()
-
-
-Opener = Callable[[], Awaitable[Store]]
-
-
-@pytest.fixture
-async def opener(
-    backend: str, tmp_path: Path, pg_schema: str, clock: ManualClock
-) -> AsyncIterator[Opener]:
-    """Open stores on one database (SQLite file or PostgreSQL schema), all on ``clock``."""
-    opened: list[Store] = []
-
-    async def open_one() -> Store:
-        s = make_store(backend, tmp_path, pg_schema)
-        s.clock = clock
-        await s.open()
-        opened.append(s)
-        return s
-
-    yield open_one
-    for s in opened:
-        await s.close()
-    if backend == "postgres":
-        await _drop_schema(pg_schema)
 
 
 @pytest.fixture

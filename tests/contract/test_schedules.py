@@ -8,9 +8,8 @@ restart, and across two PostgreSQL store objects racing timer rounds.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +25,7 @@ from jobqueue_store.schedules import (
 )
 from jobqueue_store.storage.base import Store
 from jobqueue_store.timers import ManualClock
-from tests.conftest import _drop_schema, make_store
+from tests.contract.conftest import Opener
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -35,34 +34,11 @@ START = int(datetime(2026, 3, 23, 0, 0, 7, tzinfo=UTC).timestamp() * 1000)  # a 
 STREAM = Datasource("sq", "streamed")
 LEASE = Datasource("lq", "leased", dispatch=Dispatch.LEASE, job_timeout=600)
 
-Opener = Callable[[], Awaitable[Store]]
-
 
 @pytest.fixture
 def clock() -> ManualClock:
     """The stores' clock, at a fixed Monday."""
     return ManualClock(START)
-
-
-@pytest.fixture
-async def opener(
-    backend: str, tmp_path: Path, pg_schema: str, clock: ManualClock
-) -> AsyncIterator[Opener]:
-    """Open stores on one database, all on ``clock``."""
-    opened: list[Store] = []
-
-    async def open_one() -> Store:
-        s = make_store(backend, tmp_path, pg_schema)
-        s.clock = clock
-        await s.open()
-        opened.append(s)
-        return s
-
-    yield open_one
-    for s in opened:
-        await s.close()
-    if backend == "postgres":
-        await _drop_schema(pg_schema)
 
 
 @pytest.fixture
