@@ -164,12 +164,13 @@ _SQL_DS_UPSERT = (
 )
 _SQL_DS_GET = "SELECT id, description, request_schema, settings FROM datasources WHERE id = $1"
 _SQL_DS_LIST = "SELECT id, description, request_schema, settings FROM datasources ORDER BY id"
-_SQL_LATEST_ENTRY = (
-    f"SELECT {_EVENT_COLUMNS} FROM events WHERE datasource_id = $1 AND type <> 'status' "
-    "ORDER BY seq DESC LIMIT 1"
+# The request stream's newest entry and a page of it, selecting either the event's columns or
+# the entry's JSON text (_ENTRY_TEXT).
+_LATEST_ENTRY = (
+    "SELECT {} FROM events WHERE datasource_id = $1 AND type <> 'status' ORDER BY seq DESC LIMIT 1"
 )
-_SQL_ENTRIES_SINCE = (
-    f"SELECT {_EVENT_COLUMNS} FROM events WHERE datasource_id = $1 AND type <> 'status' "
+_ENTRIES_SINCE = (
+    "SELECT {} FROM events WHERE datasource_id = $1 AND type <> 'status' "
     "AND ts >= $2 AND seq > $3 ORDER BY seq LIMIT $4"
 )
 # A request-stream entry (protocol.md §6) as JSON text, assembled by PostgreSQL from the columns
@@ -180,14 +181,10 @@ _ENTRY_TEXT = (
     """ || ',"seq":' || seq || ',"timestamp":' || ts || ',"data":' || coalesce(data, 'null')"""
     """ || '}' AS entry"""
 )
-_SQL_LATEST_ENTRY_WIRE = (
-    f"SELECT {_ENTRY_TEXT} FROM events WHERE datasource_id = $1 AND type <> 'status' "
-    "ORDER BY seq DESC LIMIT 1"
-)
-_SQL_ENTRIES_SINCE_WIRE = (
-    f"SELECT seq, {_ENTRY_TEXT} FROM events WHERE datasource_id = $1 AND type <> 'status' "
-    "AND ts >= $2 AND seq > $3 ORDER BY seq LIMIT $4"
-)
+_SQL_LATEST_ENTRY = _LATEST_ENTRY.format(_EVENT_COLUMNS)
+_SQL_ENTRIES_SINCE = _ENTRIES_SINCE.format(_EVENT_COLUMNS)
+_SQL_LATEST_ENTRY_WIRE = _LATEST_ENTRY.format(_ENTRY_TEXT)
+_SQL_ENTRIES_SINCE_WIRE = _ENTRIES_SINCE.format(f"seq, {_ENTRY_TEXT}")
 # Job events and schedule events in one statement: one snapshot, so no seq is skipped.
 _SQL_EVENTS_ALL_AFTER = (
     f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > $1 UNION ALL "

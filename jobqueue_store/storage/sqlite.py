@@ -70,7 +70,6 @@ _CURSOR_RE = re.compile(r"[1-9][0-9]{0,18}")
 _MAX_INT64 = 2**63 - 1
 
 _EVENT_COLUMNS = "seq, datasource_id, type, job, client, timestamp, data, record"
-# The partial index jobs_terminal_updated is only used when a query repeats its status list.
 # A request-stream entry (protocol.md §6) as JSON text, assembled by SQLite from the stored
 # columns and the entry data's stored JSON: a page is served without decoding anything.
 _ENTRY_TEXT = (
@@ -88,6 +87,7 @@ _INLINE_PAGE = 200
 # Readers map the database file (up to this much) instead of copying pages through read(): a
 # point read then costs about a fifth less. Writes still go through the writer's page cache.
 READ_MMAP_BYTES = 256 * 1024 * 1024
+# The partial index jobs_terminal_updated is only used when a query repeats its status list.
 _TERMINAL_SQL = "status IN ('complete', 'cancelled', 'forbidden', 'failed')"
 
 
@@ -937,29 +937,13 @@ class SQLiteStore(Store):
 
     async def latest_entry(self, dsid: str) -> Event | None:
         """The newest request-stream entry of the datasource, or ``None``."""
-
-        def run(db: sqlite3.Connection) -> Event | None:
-            row = db.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events "
-                "WHERE datasource_id = ? AND type != 'status' ORDER BY seq DESC LIMIT 1",
-                (dsid,),
-            ).fetchone()
-            return None if row is None else _decode_event(row)
-
-        return await self._point_read(run)
+        row = await self._point_read(_latest_row, _EVENT_COLUMNS, dsid)
+        return None if row is None else _decode_event(row)
 
     async def latest_entry_wire(self, dsid: str) -> bytes | None:
         """The newest request-stream entry as stored JSON text, or ``None``."""
-
-        def run(db: sqlite3.Connection) -> bytes | None:
-            row = db.execute(
-                f"SELECT {_ENTRY_TEXT} FROM events "
-                "WHERE datasource_id = ? AND type != 'status' ORDER BY seq DESC LIMIT 1",
-                (dsid,),
-            ).fetchone()
-            return None if row is None else cast(bytes, row[0])
-
-        return await self._point_read(run)
+        row = await self._point_read(_latest_row, _ENTRY_TEXT, dsid)
+        return None if row is None else cast(bytes, row[0])
 
     async def entries_since(
         self, dsid: str, timestamp: int, *, after_seq: int = 0, limit: int = 1000
@@ -1122,6 +1106,14 @@ def _job_wire(db: sqlite3.Connection, dsid: str, job: str) -> tuple[str, bytes] 
         "SELECT client, record FROM jobs WHERE datasource_id = ? AND job = ?", (dsid, job)
     ).fetchone()
     return None if row is None else (row[0], row[1])
+
+
+def _latest_row(db: sqlite3.Connection, columns: str, dsid: str) -> Any:
+    return db.execute(
+        f"SELECT {columns} FROM events "
+        "WHERE datasource_id = ? AND type != 'status' ORDER BY seq DESC LIMIT 1",
+        (dsid,),
+    ).fetchone()
 
 
 def _since_sql(columns: str) -> str:
