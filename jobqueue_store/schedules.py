@@ -255,7 +255,10 @@ def parse_at(value: Any) -> int:
         except ValueError:
             moment = None
         if moment is not None and moment.tzinfo is not None:
-            return int(moment.timestamp() * 1000)
+            ms = int(moment.timestamp() * 1000)
+            if ms < 0:
+                raise BadRequest(f'The "at" time must not be before 1970, not {value!r}.')
+            return ms
     raise BadRequest(
         f'The "at" value {value!r} is not a time: give milliseconds since the Unix epoch or an '
         'RFC 3339 time with its offset, such as "2026-12-24T18:00:00Z".'

@@ -32,7 +32,7 @@ def test_parse_at_accepts_ms_and_rfc3339_with_an_offset() -> None:
     assert parse_at(T0) == T0
     assert parse_at("2026-01-05T12:00:00Z") == T0
     assert parse_at("2026-01-05T13:00:00+01:00") == T0
-    for bad in ("2026-01-05T12:00:00", "soon", 1.5, None, True, -1):
+    for bad in ("2026-01-05T12:00:00", "soon", 1.5, None, True, -1, "0002-01-01T00:00:04Z"):
         with pytest.raises(BadRequest):
             parse_at(bad)
 
