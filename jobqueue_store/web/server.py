@@ -45,6 +45,7 @@ from jobqueue_store.errors import (
     Unavailable,
     UriTooLong,
 )
+from jobqueue_store.web.dispatch import Dispatcher
 from jobqueue_store.web.responses import error_body, error_response, json_response
 
 log = logging.getLogger("jobqueue_store.http")
@@ -84,7 +85,6 @@ class StoreRequestHandler(RequestHandler):
     __slots__ = (
         "_jq_body",
         "_jq_body_deadline",
-        "_jq_close_after",
         "_jq_draining",
         "_jq_header_deadline",
         "_jq_limits",
@@ -93,6 +93,7 @@ class StoreRequestHandler(RequestHandler):
         "_jq_lingering",
         "_jq_partial",
         "_jq_timer",
+        "close_after_response",
     )
 
     def __init__(self, manager: Server, *, limits: Limits, **kwargs: Any) -> None:
@@ -105,8 +106,10 @@ class StoreRequestHandler(RequestHandler):
         self._jq_line_done = False
         self._jq_body: StreamReader | None = None
         self._jq_body_deadline = 0.0
-        self._jq_close_after = False
         self._jq_draining = False
+        self.close_after_response = False
+        """Answer the next responses with ``Connection: close`` (draining, or a body timeout);
+        :class:`~jobqueue_store.web.dispatch.Dispatcher` reads it."""
         self._jq_lingering = False
 
     # -- connection life -------------------------------------------------------------------
@@ -151,9 +154,23 @@ class StoreRequestHandler(RequestHandler):
             super().data_received(data)
             return
         body = self._jq_body
-        if data and (body is None or body.is_eof()):
+        starting = bool(data) and (body is None or body.is_eof())
+        if starting:
             self._jq_body = None
-            if not self._jq_partial:  # the first byte of a request
+        parsed = self._request_count
+        super().data_received(data)
+        if self._request_count != parsed and self._messages:
+            # Headers complete; most requests arrive whole, in one chunk, and need no header clock.
+            message, payload = self._messages[-1]
+            if starting and not isinstance(message, RawRequestMessage):
+                # Refused by the parser: the request line's length decides between 414 and 431.
+                if not self._jq_partial:
+                    self._jq_line_length = 0
+                    self._jq_line_done = False
+                self._track_line(data)
+            self._request_parsed(message, payload)
+        elif starting:
+            if not self._jq_partial:  # the first bytes of a request whose headers are incomplete
                 self._jq_partial = True
                 self._jq_line_length = 0
                 self._jq_line_done = False
@@ -164,14 +181,14 @@ class StoreRequestHandler(RequestHandler):
                 # is arriving: its close time moves past the header deadline (a timer that fires
                 # early re-arms itself; cancelling and re-creating it costs every request).
                 self._next_keepalive_close_time = self._jq_header_deadline + 1.0
-            if not self._jq_line_done:
-                end = data.find(b"\n")
-                self._jq_line_length += len(data) if end < 0 else end
-                self._jq_line_done = end >= 0
-        parsed = self._request_count
-        super().data_received(data)
-        if self._request_count != parsed and self._messages:
-            self._request_parsed(*self._messages[-1])
+            self._track_line(data)
+
+    def _track_line(self, data: bytes) -> None:
+        """Count the request line's bytes until its end arrives."""
+        if not self._jq_line_done:
+            end = data.find(b"\n")
+            self._jq_line_length += len(data) if end < 0 else end
+            self._jq_line_done = end >= 0
 
     def _request_parsed(self, message: object, payload: StreamReader) -> None:
         """Headers complete: the header clock stops, the body clock starts if a body follows."""
@@ -248,7 +265,7 @@ class StoreRequestHandler(RequestHandler):
         # The handler reading the body gets the error and answers it; no lingering read of the
         # rest, and the connection closes after the answer.
         self._lingering_time = 0.0
-        self._jq_close_after = True
+        self.close_after_response = True
         body.set_exception(
             RequestTimeout(
                 "The request body did not arrive in time (it must come at "
@@ -286,18 +303,6 @@ class StoreRequestHandler(RequestHandler):
         self._loop.call_later(LINGER, self.force_close)
 
     # -- answers ---------------------------------------------------------------------------
-
-    async def finish_response(
-        self, request: BaseRequest, resp: StreamResponse, start_time: float | None
-    ) -> tuple[StreamResponse, bool]:
-        """Send ``resp``; with ``Connection: close`` once draining or after a body timeout."""
-        if (
-            (self._jq_draining or self._jq_close_after)
-            and isinstance(resp, StreamResponse)
-            and not resp.prepared
-        ):
-            resp.force_close()
-        return await super().finish_response(request, resp, start_time)
 
     def handle_error(
         self,
@@ -355,6 +360,7 @@ class StoreRequestHandler(RequestHandler):
         """From now on every response closes its connection; if no request is under way in
         ``grace`` seconds, close the connection. Websockets are left to the application."""
         self._jq_draining = True
+        self.close_after_response = True
         if not (self._upgraded or self._payload_parser is not None):
             self._loop.call_later(grace, self._close_if_idle)
 
@@ -446,9 +452,9 @@ class StoreRunner(web.AppRunner):
         self._jq_shut_down = False
 
     async def _make_server(self) -> Server:
-        plain = await super()._make_server()
+        plain = await super()._make_server()  # freezes the application: its routes are final
         return StoreServer(
-            plain.request_handler,
+            Dispatcher(self.app),
             request_factory=plain.request_factory,
             handler_cancellation=plain.handler_cancellation,
             loop=plain._loop,

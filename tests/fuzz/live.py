@@ -1,10 +1,10 @@
 """A real store on a real port, served from a background thread's event loop, for sync tests.
 
 Hypothesis (and schemathesis, which drives it) runs examples synchronously; the store is an
-asyncio application. :class:`LiveStore` runs the app with ``web.AppRunner`` + ``TCPSite`` on
-``127.0.0.1:<free port>`` in its own thread and loop, and offers blocking helpers: HTTP calls over
-one keep-alive ``http.client`` connection (:meth:`LiveStore.call`) and running a coroutine in the
-store's loop (:meth:`LiveStore.run`, used for websocket clients).
+asyncio application. :class:`LiveStore` runs the app with the store's ``StoreRunner`` and a
+``TCPSite`` on ``127.0.0.1:<free port>`` in its own thread and loop, and offers blocking
+helpers: HTTP calls over one keep-alive ``http.client`` connection (:meth:`LiveStore.call`) and
+running a coroutine in the store's loop (:meth:`LiveStore.run`, used for websocket clients).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from jobqueue_store.keys import KeyRing
 from jobqueue_store.models import Role
 from jobqueue_store.storage.base import Store
 from jobqueue_store.web.app import create_app
+from jobqueue_store.web.server import StoreRunner
 from tests.conftest import make_store
 from tests.wire import validate
 
@@ -62,7 +63,7 @@ class LiveStore:
         self._store = make_store(backend, tmp_path, pg_schema)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
+        self._runner: StoreRunner | None = None
         self.port = 0
         self._conn: http.client.HTTPConnection | None = None
 
@@ -74,7 +75,12 @@ class LiveStore:
 
     async def _start(self) -> None:
         app = create_app(self.settings, store=self._store, authority=self.authority)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = StoreRunner(
+            app,
+            access_log=None,
+            limits=self.settings.limits,
+            max_connections=self.settings.limits.max_open_connections,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

@@ -9,13 +9,15 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from jobqueue_store.auth import TokenAuthority
 from jobqueue_store.config import Settings
 from jobqueue_store.keys import KeyRing
 from jobqueue_store.models import Role
 from jobqueue_store.web.app import create_app
+from jobqueue_store.web.keys import SETTINGS
+from jobqueue_store.web.server import StoreRunner
 from tests.conftest import _drop_schema, make_store
 from tests.wire import validate
 
@@ -82,6 +84,17 @@ class Api:
 AppFactory = Callable[..., Awaitable[Api]]
 
 
+class StoreTestServer(TestServer):
+    """aiohttp's test server serving through the store's own runner, as ``serve`` does: its
+    dispatcher, connection limits, timeouts and drain."""
+
+    async def _make_runner(self, **kwargs: Any) -> StoreRunner:
+        limits = self.app[SETTINGS].limits
+        return StoreRunner(
+            self.app, limits=limits, max_connections=limits.max_open_connections, **kwargs
+        )
+
+
 @pytest.fixture
 async def make_api(
     backend: str, tmp_path: Path, pg_schema: str, aiohttp_client: Any
@@ -95,7 +108,7 @@ async def make_api(
         app: web.Application = create_app(
             config, store=make_store(backend, tmp_path, pg_schema), authority=authority
         )
-        return Api(await aiohttp_client(app), authority)
+        return Api(await aiohttp_client(StoreTestServer(app)), authority)
 
     yield factory
     if backend == "postgres":

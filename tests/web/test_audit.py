@@ -16,7 +16,7 @@ from jobqueue_store.keys import KeyRing
 from jobqueue_store.web.access_log import RedactingAccessLogger
 from jobqueue_store.web.app import create_app
 from tests.conftest import make_store
-from tests.web.conftest import STORE_NAME, Api
+from tests.web.conftest import STORE_NAME, Api, StoreTestServer
 
 FIELDS = {
     "ts",
@@ -105,7 +105,7 @@ async def test_refused_writes_are_audited(api: Api, caplog: pytest.LogCaptureFix
 
 
 async def test_no_token_in_any_log_record(
-    tmp_path: Path, aiohttp_server: Any, aiohttp_client: Any, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, aiohttp_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Every logger at DEBUG, the access log on (as ``serve --access-log on``): tokens sent in
     headers and in ``?token=`` never appear, nor does any part of their signature."""
@@ -114,8 +114,8 @@ async def test_no_token_in_any_log_record(
     authority = TokenAuthority(ring, STORE_NAME)
     settings = Settings(data_dir=tmp_path / "data", name=STORE_NAME)
     app = create_app(settings, store=make_store("sqlite", tmp_path, "unused"), authority=authority)
-    server = await aiohttp_server(
-        app,
+    server = StoreTestServer(app)
+    await server.start_server(
         access_log_class=RedactingAccessLogger,
         access_log=logging.getLogger("jobqueue_store.access"),
     )
