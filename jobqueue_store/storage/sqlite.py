@@ -58,6 +58,7 @@ from jobqueue_store.storage import sqlite_revisions as sr
 from jobqueue_store.storage import sqlite_schedules as ss
 from jobqueue_store.storage.base import DatasourceJobs, Store, job_stats_from
 from jobqueue_store.storage.migrations import packaged
+from jobqueue_store.storage.record_cache import RECORD_CACHE_ENTRIES, RecordCache
 from jobqueue_store.timers import Clock
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,9 @@ _Command = (
     | sr.RevisionCommand
     | ss.ScheduleCommand
 )
+# Commands whose every job row written passes through write_job (and so reaches the record cache);
+# a batch with any other command empties the cache.
+_ROW_BY_ROW = frozenset({_Submit, _Cancel, _Update, _PutDatasource})
 
 
 @dataclass(slots=True)
@@ -157,6 +161,10 @@ class _BatchResult:
     results: list[Any] = field(default_factory=list)
     events: list[Event | ScheduleEvent] = field(default_factory=list)
     datasources: dict[str, Datasource] = field(default_factory=dict)
+    stored: list[tuple[str, str, str, bytes]] = field(default_factory=list)
+    """(datasource, job, owner, record text) of every job row written, in order."""
+    uncached: bool = False
+    """A command wrote rows that ``stored`` does not list: the record cache must be emptied."""
 
 
 async def _in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
@@ -250,6 +258,7 @@ class SQLiteStore(Store):
         readers: int = 2,
         clock: Clock | None = None,
         checkpoint_every: float = CHECKPOINT_SECONDS,
+        record_cache: int = RECORD_CACHE_ENTRIES,
     ) -> None:
         sync = synchronous.upper()
         if sync not in SYNCHRONOUS_VALUES:
@@ -279,6 +288,10 @@ class SQLiteStore(Store):
         self._datasources: dict[str, Datasource] = {}
         # Last timestamp handed out per datasource; only the writer touches it.
         self._last_ts: dict[str, int] = {}
+        self._records = RecordCache(max_entries=record_cache)
+        # Batches whose outcome reached the loop: a record read on a reader thread is cached
+        # only if no batch landed while it was read.
+        self._landed = 0
 
     # lifecycle ----------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -518,6 +531,7 @@ class SQLiteStore(Store):
                 await self._commit_batch(batch)
             except Exception as exc:  # never let one batch kill the writer
                 log.exception("the SQLite writer failed on a batch")
+                self._forget_records()
                 for pending in batch:
                     if not pending.future.done():
                         pending.future.set_exception(
@@ -550,6 +564,7 @@ class SQLiteStore(Store):
             result = await _in_thread(self._writer_conn, self._apply_batch, commands)
         except (sqlite3.Error, ValueError) as exc:
             # ValueError: aiosqlite's "Connection closed".
+            self._forget_records()  # whether anything was committed is not known
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(
@@ -561,6 +576,13 @@ class SQLiteStore(Store):
                     )
             return
         self._datasources.update(result.datasources)
+        self._landed += 1
+        if result.uncached:
+            self._records.clear()
+        else:
+            put = self._records.put
+            for dsid, job, client, text in result.stored:
+                put(dsid, job, client, text)
         self._uncheckpointed += 1
         self._committed(len(batch))
         for pending, outcome in zip(batch, result.results, strict=True):
@@ -607,6 +629,8 @@ class SQLiteStore(Store):
         return max(self.clock.now_ms(), self._last_ts.get(dsid, 0))
 
     def _apply(self, db: sqlite3.Connection, command: _Command, out: _BatchResult) -> Any:
+        if type(command) not in _ROW_BY_ROW:
+            out.uncached = True
         if isinstance(command, _PutDatasource):
             ds = command.datasource
             schema = None if ds.request_schema is None else _encode(ds.request_schema, "schema")
@@ -696,6 +720,7 @@ class SQLiteStore(Store):
         data_bytes = None if data is None else _encode(data, "request entry")
         lease_id = None if record.lease is None else record.lease.id
         due_at = leases.next_due(record, datasource)
+        out.stored.append((record.datasource_id, record.job, record.client, record_bytes))
         # Everything that can fail on bad input has run: from here on only the database can fail.
         if row_id is None:
             db.execute(
@@ -855,8 +880,20 @@ class SQLiteStore(Store):
         return await self._point_read(run)
 
     async def get_job_wire(self, dsid: str, job: str) -> tuple[str, bytes] | None:
-        """The job's owner and stored record text, or ``None`` (one indexed read)."""
-        return await self._point_read(_job_wire, dsid, job)
+        """The job's owner and stored record text, or ``None``: from the record cache, or one
+        indexed read (whose result the cache then holds)."""
+        found = self._records.get(dsid, job)
+        if found is not None:
+            return found
+        landed = self._landed
+        found = await self._point_read(_job_wire, dsid, job)
+        if found is not None and landed == self._landed:
+            self._records.put(dsid, job, found[0], found[1])
+        return found
+
+    def _forget_records(self) -> None:
+        self._landed += 1
+        self._records.clear()
 
     async def list_jobs(
         self,
@@ -1105,7 +1142,11 @@ def _job_wire(db: sqlite3.Connection, dsid: str, job: str) -> tuple[str, bytes] 
     row = db.execute(
         "SELECT client, record FROM jobs WHERE datasource_id = ? AND job = ?", (dsid, job)
     ).fetchone()
-    return None if row is None else (row[0], row[1])
+    if row is None:
+        return None
+    text = row[1]
+    # Rows written set-based from JSON (a batch of claims) hold the record as TEXT, not BLOB.
+    return row[0], text.encode() if type(text) is str else text
 
 
 def _latest_row(db: sqlite3.Connection, columns: str, dsid: str) -> Any:

@@ -83,14 +83,17 @@ class Dispatcher:
         self._foreign = frozenset(foreign)
 
     def match(self, method: str, path: str) -> tuple[AbstractRoute, dict[str, str]] | None:
-        """The route and parameters of ``method path`` (``path`` as aiohttp's ``path_safe``),
-        or ``None`` when aiohttp should decide."""
+        """The route and parameters of ``method path`` (``path`` as the request line has it,
+        without the query), or ``None`` when aiohttp should decide: for paths with escapes,
+        dot segments, a fragment or other than ASCII characters, which aiohttp normalises."""
+        if "%" in path or "/." in path or "#" in path or not path.isascii():
+            return None
         slash = ""
         if len(path) > 1 and path[-1] == "/":
             path, slash = path[:-1], "/"
         parts = path.split("/")
         shapes = self._table.get((method, len(parts)))
-        if shapes is None or parts[0] != "" or parts[1] in self._foreign or "%" in path:
+        if shapes is None or parts[0] != "" or parts[1] in self._foreign:
             return None
         for shape in shapes:
             for index, literal in shape.literals:
@@ -108,7 +111,9 @@ class Dispatcher:
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         """Answer ``request``."""
-        found = self.match(request.method, request.rel_url.path_safe)
+        path = request.raw_path
+        query = path.find("?")
+        found = self.match(request.method, path if query < 0 else path[:query])
         if found is None or hdrs.EXPECT in request.headers:
             response = await self._fallback(request)
         else:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import rfc822_formatted_time
-from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
+from aiohttp.http import SERVER_SOFTWARE, HttpVersion, HttpVersion10, HttpVersion11
 from aiohttp.http_writer import StreamWriter
 from aiohttp.web_request import BaseRequest
 
@@ -17,7 +18,6 @@ from jobqueue_store.errors import StoreError, TooMany
 
 JSON = "application/json"
 
-_HEAD = b"\r\nContent-Type: application/json\r\nContent-Length: "
 _SERVER = f"\r\nServer: {SERVER_SOFTWARE}\r\n".encode("latin-1")
 _CONNECTION = {
     # (HTTP version, keep the connection): the Connection header aiohttp would send
@@ -26,6 +26,31 @@ _CONNECTION = {
     (HttpVersion10, True): b"Connection: keep-alive\r\n",
     (HttpVersion10, False): b"",
 }
+_HEADS: dict[tuple[HttpVersion, int, str, bool], tuple[bytes, bytes]] = {}
+"""(version, status, reason, keep-alive) -> the bytes before the length, those after the date."""
+_EMPTY_BODY_STATUSES = frozenset({204, 304})
+_date = [0, b""]
+
+
+def _head(version: HttpVersion, status: int, reason: str, keep_alive: bool) -> tuple[bytes, bytes]:
+    key = (version, status, reason, keep_alive)
+    head = _HEADS.get(key)
+    if head is None:
+        before = f"HTTP/{version.major}.{version.minor} {status} {reason}\r\n"
+        before += f"Content-Type: {JSON}\r\nContent-Length: "
+        head = (before.encode("latin-1"), _SERVER + _CONNECTION[(version, keep_alive)] + b"\r\n")
+        if len(_HEADS) < 256:  # a handful of statuses in practice
+            _HEADS[key] = head
+    return head
+
+
+def _date_bytes() -> bytes:
+    """The Date header's value, as aiohttp formats it (it changes once a second)."""
+    now = int(time.time())
+    if now != _date[0]:
+        _date[1] = rfc822_formatted_time().encode("latin-1")
+        _date[0] = now
+    return _date[1]  # type: ignore[return-value]
 
 
 class JsonReply(web.Response):
@@ -35,58 +60,51 @@ class JsonReply(web.Response):
     serializer, then the body); for the store's replies, whose headers are always the same four,
     that costs more than building the reply. The bytes are those aiohttp would send (a test
     compares them); anything unusual (HEAD, an empty-body status, compression, cookies, another
-    header, a handler of ``on_response_prepare``) goes aiohttp's own way.
+    header, a handler of ``on_response_prepare``, a version other than HTTP/1.0 and 1.1) goes
+    aiohttp's own way.
     """
 
     __slots__ = ()
 
     async def prepare(self, request: BaseRequest) -> AbstractStreamWriter | None:
         """Send the status line, headers and body, or leave it to aiohttp."""
+        body = self._body
         writer = request._payload_writer
         version = request.version
-        keep_alive = request.keep_alive if self._keep_alive is None else self._keep_alive
-        connection = _CONNECTION.get((version, keep_alive))
-        match_info = getattr(request, "_match_info", None)
-        body = self._body
         if (
-            not isinstance(body, bytes | bytearray)
-            or connection is None
-            or match_info is None
-            or self._eof_sent
+            type(body) is not bytes
             or self._payload_writer is not None
-            or request.method == "HEAD"
-            or self._status < 200
-            or self._status in (204, 304)
+            or self._eof_sent
             or self._compression
             or self._cookies
             or self._chunked
             or len(self._headers) != 1
-            or self._headers.get("Content-Type") != JSON
-            or not isinstance(writer, StreamWriter)
+            or self._status in _EMPTY_BODY_STATUSES
+            or self._status < 200
+            or request.method == "HEAD"
+            or (version != HttpVersion11 and version != HttpVersion10)
+            or type(writer) is not StreamWriter
             or writer.output_size
-            or any(app.on_response_prepare for app in match_info.apps)
+            or self._headers.get("Content-Type") != JSON
+            or _has_prepare_signal(request)
         ):
             return await super().prepare(request)
-        self._keep_alive = keep_alive
-        status_line = f"HTTP/1.{version.minor} {self._status} {self._reason}"
-        writer._write(
-            b"".join(
-                (
-                    status_line.encode("latin-1"),
-                    _HEAD,
-                    b"%d\r\nDate: " % len(body),
-                    rfc822_formatted_time().encode("latin-1"),
-                    _SERVER,
-                    connection,
-                    b"\r\n",
-                    body,
-                )
-            )
-        )
+        keep_alive = self._keep_alive
+        if keep_alive is None:
+            keep_alive = self._keep_alive = request.keep_alive
+        before, after = _head(version, self._status, self._reason, keep_alive)
+        writer._write(b"".join((before, b"%d\r\nDate: " % len(body), _date_bytes(), after, body)))
         self._eof_sent = True
         self._body_length = writer.output_size
         await writer.drain()
         return writer
+
+
+def _has_prepare_signal(request: BaseRequest) -> bool:
+    match_info = getattr(request, "_match_info", None)
+    if match_info is None:
+        return True
+    return any(app.on_response_prepare for app in match_info.apps)
 
 
 def json_response(

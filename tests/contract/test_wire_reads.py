@@ -7,8 +7,10 @@ import orjson
 import pytest
 
 from jobqueue_store import codec
-from jobqueue_store.models import Datasource, Status, StatusUpdate
+from jobqueue_store.models import Datasource, Dispatch, Status, StatusUpdate
 from jobqueue_store.storage.base import Store
+from jobqueue_store.timers import ManualClock
+from tests.contract.conftest import Opener
 
 # Values a JSON text must carry exactly: unicode, escapes, NUL inside a string, big integers,
 # floats, nesting, an empty key.
@@ -88,3 +90,31 @@ async def test_latest_and_since_wire_equal_the_entries(store: Store, ds: str) ->
     latest = await store.latest_entry_wire(ds)
     assert latest is not None
     assert orjson.loads(latest) == entries[-1].stream_entry()
+
+
+async def test_job_wire_follows_claims_expiries_and_purges(
+    opener: Opener, clock: ManualClock
+) -> None:
+    """Changes made by leases, timers and retention (set-based writes on some backends) show in
+    the next stored-text read, even right after a read of the same job."""
+    store = await opener()
+    await store.put_datasource(
+        Datasource("lw", "leased", dispatch=Dispatch.LEASE, lease_seconds=30, max_attempts=3)
+    )
+    for job in ("a", "b"):
+        await store.submit("lw", job, "app", {"n": job})
+        await assert_job_wire(store, "lw", job)
+    (claimed,) = await store.claim("lw", "w1", 1)
+    await assert_job_wire(store, "lw", claimed.job)
+    clock.advance(31_000)
+    assert await store.fire_due() >= 1  # the lease expires: the job is offered again
+    await assert_job_wire(store, "lw", claimed.job)
+    record = await store.get_job("lw", claimed.job)
+    assert record is not None and record.lease is None
+    await store.cancel("lw", "b", "app")
+    await assert_job_wire(store, "lw", "b")
+    before = await store.get_job("lw", "b")
+    assert before is not None and before.status is Status.CANCELLED
+    clock.advance(1000)
+    assert await store.purge(clock.now_ms()) == 1
+    assert await store.get_job_wire("lw", "b") is None
