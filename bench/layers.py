@@ -5,10 +5,12 @@ each layer of a status GET and of a durable submit is timed on its own (microsec
 median of the rounds), next to what the baseline (``bench.baseline``) pays for the same step, so
 that what the store adds can be read off one table:
 
-- route match (``UrlDispatcher.resolve``) of the store's router against the baseline's;
+- route match: the store's dispatcher (``web/dispatch.py``, what serves requests) and aiohttp's
+  router on the store's routes (what served them before), against the baseline's router;
 - the token check (extract, verify through the cache, authorize the path);
 - the middleware's own work around a handler (metrics, audit, timing);
-- the service and store read of a status GET (the stored record text);
+- the service and store read of a status GET (the stored record text), from the record cache
+  and from SQLite itself (a store opened with ``record_cache=0``);
 - building the response.
 
 It needs a store to read from: it builds a SQLite store of ``--jobs`` jobs in a temporary
@@ -36,7 +38,9 @@ from jobqueue_store.auth import TokenAuthority, extract_token
 from jobqueue_store.config import Settings
 from jobqueue_store.keys import KeyRing
 from jobqueue_store.models import Role
+from jobqueue_store.storage.sqlite import SQLiteStore
 from jobqueue_store.web.app import create_app
+from jobqueue_store.web.dispatch import Dispatcher
 from jobqueue_store.web.keys import AUTHORITY, METRICS, PRINCIPAL, SERVICE
 from jobqueue_store.web.middleware import authenticate
 from jobqueue_store.web.responses import json_response, json_text_response
@@ -103,18 +107,35 @@ async def measure(calls: int, rounds: int, jobs: int) -> list[tuple[str, float, 
 
         store_get, base_get = req(app), req(base)
         store_post = req(app, "POST", f"/{DSID}/job/")
+        dispatcher = Dispatcher(app)
+        base_match = await _time_async(lambda: base.router.resolve(base_get), calls, rounds)
+        for label, method, target in (
+            ("status GET", "GET", path),
+            ("submit POST", "POST", f"/{DSID}/job/"),
+        ):
+            rows.append(
+                (
+                    f"route match, {label} (dispatcher)",
+                    _time_sync(
+                        lambda m=method, t=target: dispatcher.match(m, t),  # type: ignore[misc]
+                        calls,
+                        rounds,
+                    ),
+                    base_match,
+                )
+            )
         rows.append(
             (
-                "route match, status GET",
+                "route match, status GET (aiohttp router, before)",
                 await _time_async(lambda: app.router.resolve(store_get), calls, rounds),
-                await _time_async(lambda: base.router.resolve(base_get), calls, rounds),
+                base_match,
             )
         )
         rows.append(
             (
-                "route match, submit POST",
+                "route match, submit POST (aiohttp router, before)",
                 await _time_async(lambda: app.router.resolve(store_post), calls, rounds),
-                await _time_async(lambda: base.router.resolve(base_get), calls, rounds),
+                base_match,
             )
         )
         match = await app.router.resolve(store_get)
@@ -171,11 +192,23 @@ async def measure(calls: int, rounds: int, jobs: int) -> list[tuple[str, float, 
         job = f"pre-{jobs // 2}"
         rows.append(
             (
-                "service + store: status read (stored text)",
+                "service + store: status read (record cache)",
                 await _time_async(lambda: service.status_wire(principal, DSID, job), calls, rounds),
                 None,
             )
         )
+        uncached = SQLiteStore(work / "jobqueue.sqlite3", record_cache=0)
+        await uncached.open()
+        try:
+            rows.append(
+                (
+                    "store: status read from SQLite (no record cache)",
+                    await _time_async(lambda: uncached.get_job_wire(DSID, job), calls, rounds),
+                    None,
+                )
+            )
+        finally:
+            await uncached.close()
         rows.append(
             (
                 "store: decoded record (before)",
