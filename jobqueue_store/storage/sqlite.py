@@ -582,7 +582,8 @@ class SQLiteStore(Store):
         else:
             put = self._records.put
             for dsid, job, client, text in result.stored:
-                put(dsid, job, client, text)
+                # A copy: orjson's output keeps its 4 KiB buffer however short the text is.
+                put(dsid, job, client, bytes(memoryview(text)))
         self._uncheckpointed += 1
         self._committed(len(batch))
         for pending, outcome in zip(batch, result.results, strict=True):

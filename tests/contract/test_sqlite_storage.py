@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import tracemalloc
 from pathlib import Path
 
 import orjson
@@ -78,3 +79,27 @@ async def test_the_log_is_checkpointed_off_the_writer(tmp_path: Path) -> None:
         assert len(page.jobs) == 500
     finally:
         await store.close()
+
+
+async def test_the_record_cache_holds_compact_copies(tmp_path: Path) -> None:
+    """A cached record costs about its length: orjson's output keeps a 4 KiB buffer, and 50,000
+    cached records would otherwise hold 200 MiB."""
+
+    async def growth(record_cache: int) -> int:
+        store = SQLiteStore(tmp_path / f"c{record_cache}.sqlite3", record_cache=record_cache)
+        await store.open()
+        try:
+            await store.put_datasource(Datasource("ds", ""))
+            tracemalloc.start()
+            try:
+                before = tracemalloc.get_traced_memory()[0]
+                for i in range(300):
+                    await store.submit("ds", f"j{i}", "app", {"n": i})
+                return tracemalloc.get_traced_memory()[0] - before
+            finally:
+                tracemalloc.stop()
+        finally:
+            await store.close()
+
+    cached, uncached = await growth(1000), await growth(0)
+    assert (cached - uncached) / 300 < 1024
