@@ -1,12 +1,14 @@
-"""Recently stored job records kept in memory, for status reads that skip the database.
+"""Job records read recently, kept in memory for status reads that skip the database.
 
 A status read from SQLite is one indexed lookup, but each costs a read transaction (two file
 lock calls on the write-ahead log's index) and page walks that, under load, cost more than the
 rest of the request. The SQLite store is used by one process, and every change to a job row
 goes through its single writer: the writer hands each batch's stored records to the cache when
 the batch commits, and empties the cache after any batch it cannot account for row by row
-(leases, schedules, revisions, retention, a failed commit). The cache is bounded by entries
-and bytes; large records are not kept.
+(leases, schedules, revisions, retention, a failed commit). A record enters the cache when it
+is read (the jobs whose status is polled), and its later writes replace it there; a write of a
+job not held costs one lookup. The cache is bounded by entries and bytes; large records are
+not kept.
 """
 
 from __future__ import annotations
@@ -62,6 +64,20 @@ class RecordCache:
         entries = self._entries
         while len(entries) > self.max_entries or self._bytes > self.max_bytes:
             self._bytes -= len(entries.popitem(last=False)[1][1])
+
+    def refresh(self, dsid: str, job: str, client: str, text: bytes) -> None:
+        """The job was written: replace its record if held (a copy of ``text``, which may be
+        orjson's output: that keeps a 4 KiB buffer however short the text), else nothing."""
+        key = (dsid, job)
+        old = self._entries.get(key)
+        if old is None:
+            return
+        if len(text) > self.max_record:
+            del self._entries[key]
+            self._bytes -= len(old[1])
+            return
+        self._entries[key] = (client, bytes(memoryview(text)))
+        self._bytes += len(text) - len(old[1])
 
     def clear(self) -> None:
         """Forget everything."""

@@ -580,10 +580,9 @@ class SQLiteStore(Store):
         if result.uncached:
             self._records.clear()
         else:
-            put = self._records.put
+            refresh = self._records.refresh
             for dsid, job, client, text in result.stored:
-                # A copy: orjson's output keeps its 4 KiB buffer however short the text is.
-                put(dsid, job, client, bytes(memoryview(text)))
+                refresh(dsid, job, client, text)
         self._uncheckpointed += 1
         self._committed(len(batch))
         for pending, outcome in zip(batch, result.results, strict=True):

@@ -82,19 +82,22 @@ async def test_the_log_is_checkpointed_off_the_writer(tmp_path: Path) -> None:
 
 
 async def test_the_record_cache_holds_compact_copies(tmp_path: Path) -> None:
-    """A cached record costs about its length: orjson's output keeps a 4 KiB buffer, and 50,000
-    cached records would otherwise hold 200 MiB."""
+    """A cached record costs about its length, also after a write replaced it: orjson's output
+    keeps a 4 KiB buffer, and 50,000 cached records would otherwise hold 200 MiB."""
 
     async def growth(record_cache: int) -> int:
         store = SQLiteStore(tmp_path / f"c{record_cache}.sqlite3", record_cache=record_cache)
         await store.open()
         try:
             await store.put_datasource(Datasource("ds", ""))
+            for i in range(300):
+                await store.submit("ds", f"j{i}", "app", {"n": i})
+                await store.get_job_wire("ds", f"j{i}")  # read: now cached
             tracemalloc.start()
             try:
                 before = tracemalloc.get_traced_memory()[0]
                 for i in range(300):
-                    await store.submit("ds", f"j{i}", "app", {"n": i})
+                    await store.cancel("ds", f"j{i}", "app")  # the cached record is replaced
                 return tracemalloc.get_traced_memory()[0] - before
             finally:
                 tracemalloc.stop()

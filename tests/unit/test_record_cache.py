@@ -39,3 +39,14 @@ def test_a_zero_sized_cache_keeps_nothing_and_clear_forgets() -> None:
     cache.put("ds", "a", "app", b"{}")
     cache.clear()
     assert len(cache) == 0 and cache.size == 0
+
+
+def test_refresh_replaces_only_what_is_held() -> None:
+    cache = RecordCache(max_entries=10, max_bytes=1000, max_record=16)
+    cache.refresh("ds", "a", "app", b"written")  # not held: nothing
+    assert cache.get("ds", "a") is None and cache.size == 0
+    cache.put("ds", "a", "app", b"read")
+    cache.refresh("ds", "a", "app", b"written")
+    assert cache.get("ds", "a") == ("app", b"written") and cache.size == 7
+    cache.refresh("ds", "a", "app", b"L" * 17)  # too large to keep: dropped
+    assert cache.get("ds", "a") is None and cache.size == 0
