@@ -246,7 +246,8 @@ class SQLiteStore(Store):
     ``synchronous`` is SQLite's ``PRAGMA synchronous`` (``OFF``, ``NORMAL``, ``FULL``, ``EXTRA``);
     ``batch_max`` caps the number of writes committed together; ``readers`` is the size of the
     read connection pool; ``checkpoint_every`` is how often (seconds) the write-ahead log is
-    copied into the database.
+    copied into the database; ``record_cache`` is how many job records status reads keep in
+    memory (:mod:`~jobqueue_store.storage.record_cache`; 0: none).
     """
 
     def __init__(
@@ -365,6 +366,7 @@ class SQLiteStore(Store):
         return conn
 
     async def _close_connections(self) -> None:
+        self._forget_records()  # a closed store answers no read, from memory either
         if self._inline is not None:
             self._inline.close()
             self._inline = None

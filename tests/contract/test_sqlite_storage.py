@@ -10,7 +10,9 @@ import tracemalloc
 from pathlib import Path
 
 import orjson
+import pytest
 
+from jobqueue_store import errors
 from jobqueue_store.models import Datasource
 from jobqueue_store.storage.sqlite import SQLiteStore
 
@@ -106,3 +108,14 @@ async def test_the_record_cache_holds_compact_copies(tmp_path: Path) -> None:
 
     cached, uncached = await growth(1000), await growth(0)
     assert (cached - uncached) / 300 < 1024
+
+
+async def test_a_closed_store_answers_no_read_from_its_record_cache(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "closed.sqlite3")
+    await store.open()
+    await store.put_datasource(Datasource("ds", ""))
+    await store.submit("ds", "j1", "app", {"n": 1})
+    assert await store.get_job_wire("ds", "j1") is not None  # read: now cached
+    await store.close()
+    with pytest.raises(errors.Unavailable):
+        await store.get_job_wire("ds", "j1")
