@@ -1,4 +1,5 @@
-"""SPEC 7 through the installed command: serve, token, key, env variables, graceful stop."""
+"""The command line through the installed command: serve, token, key, env variables, graceful
+stop."""
 
 from __future__ import annotations
 

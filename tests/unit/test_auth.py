@@ -1,5 +1,5 @@
 """Tokens: the root key ring (keys.py) and macaroon minting, verification, caching and request
-authorization (auth.py), against SPEC section 2 and the token pitfalls."""
+authorization (auth.py), against docs/protocol.md ("Authentication") and the token pitfalls."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def test_mint_extra_caveats(authority: TokenAuthority) -> None:
     assert p.paths == ("/jobs/*",)
 
 
-# -- the caveats of the SPEC table -----------------------------------------------------------------
+# -- the caveats of the protocol's table -----------------------------------------------------------
 
 
 def test_wrong_target(authority: TokenAuthority, ring: KeyRing, clock: Clock) -> None:

@@ -1,4 +1,5 @@
-"""SPEC sections 1, 2 and 6 through the real server: every error row, every caveat, operations."""
+"""Errors, authentication and operations (docs/protocol.md) through the real server: every
+error row, every caveat, operations."""
 
 from __future__ import annotations
 

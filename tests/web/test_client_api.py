@@ -1,4 +1,5 @@
-"""SPEC section 3 (client API) through the real HTTP server, on every backend."""
+"""The client API (docs/protocol.md, "Client API") through the real HTTP server, on every
+backend."""
 
 from __future__ import annotations
 

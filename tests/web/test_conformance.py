@@ -1,5 +1,6 @@
-"""SPEC conformance checks a black-box tester would make, through the real HTTP server, on every
-backend: each pins a reading of SPEC.md that the rest of the suite does not state directly."""
+"""Protocol conformance checks a black-box tester would make, through the real HTTP server, on
+every backend: each pins a reading of docs/protocol.md that the rest of the suite does not state
+directly."""
 
 from __future__ import annotations
 

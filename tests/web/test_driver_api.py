@@ -1,4 +1,5 @@
-"""SPEC section 4 (driver API) through the real HTTP server, on every backend."""
+"""The driver API (docs/protocol.md, "Driver API") through the real HTTP server, on every
+backend."""
 
 from __future__ import annotations
 

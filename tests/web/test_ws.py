@@ -1,5 +1,5 @@
-"""SPEC 3 and 4's websockets (``/sub/<DSID>/job``, ``/sub/<DSID>/jobs``) over real sockets, on
-every backend. Every frame received is checked against the wire schemas."""
+"""The client and driver websockets (``/sub/<DSID>/job``, ``/sub/<DSID>/jobs``) over real
+sockets, on every backend. Every frame received is checked against the wire schemas."""
 
 from __future__ import annotations
 
@@ -303,8 +303,8 @@ async def handshake_refused(api: Api, path: str, token: str | None, status: int)
 
 
 async def test_admin_client_subscription_sees_every_client(api: Api) -> None:
-    """An admin may use everything (SPEC 2): on /sub/<DSID>/job it gets every client's
-    notifications of the datasource, replayed with after= and live."""
+    """An admin may use everything (docs/protocol.md, "Authentication"): on /sub/<DSID>/job it
+    gets every client's notifications of the datasource, replayed with after= and live."""
     one, two = api.token(client="app1"), api.token(client="app2")
     first = await submit(api, one, "a1")
     admin = await connect(api, "/sub/ds1/job?after=0", api.token("admin"))
