@@ -88,8 +88,16 @@ _INLINE_PAGE = 200
 # Readers map the database file (up to this much) instead of copying pages through read(): a
 # point read then costs about a fifth less. Writes still go through the writer's page cache.
 READ_MMAP_BYTES = 256 * 1024 * 1024
-# The partial index jobs_terminal_updated is only used when a query repeats its status list.
-_TERMINAL_SQL = "status IN ('complete', 'cancelled', 'forbidden', 'failed')"
+# The predicates of the partial indexes jobs_terminal_updated and jobs_unfinished (schema 9): a
+# query uses such an index only when it repeats the predicate as written. They are OR-ed
+# equalities, not IN lists, for the writes' sake (see sql/sqlite/0009_no_in_lists.sql).
+TERMINAL_SQL = (
+    "(status = 'complete' OR status = 'cancelled' OR status = 'forbidden' OR status = 'failed')"
+)
+UNFINISHED_SQL = (
+    "(status = 'submitted' OR status = 'accepted' OR status = 'retrying'"
+    " OR status = 'running' OR status = 'stopped')"
+)
 
 
 # Write commands, queued to the writer. ----------------------------------------------------------
@@ -947,7 +955,7 @@ class SQLiteStore(Store):
         def run(db: sqlite3.Connection) -> int:
             row = db.execute(
                 "SELECT count(*) FROM jobs WHERE datasource_id = ? AND client = ?"
-                " AND status IN ('submitted', 'accepted', 'retrying', 'running', 'stopped')",
+                f" AND {UNFINISHED_SQL}",
                 (dsid, client),
             ).fetchone()
             return int(row[0])
@@ -958,7 +966,6 @@ class SQLiteStore(Store):
         """Job counts per datasource and status (one grouped scan of ``jobs``) and each
         datasource's oldest unfinished job (through the partial index ``jobs_unfinished``: the
         smallest id, as ids follow submission order)."""
-        unfinished = ", ".join(f"'{s.value}'" for s in Status if not s.terminal)
 
         def run(db: sqlite3.Connection) -> tuple[list[Any], dict[str, int]]:
             counts = db.execute(
@@ -966,7 +973,7 @@ class SQLiteStore(Store):
             ).fetchall()
             oldest = db.execute(
                 "SELECT datasource_id, record FROM jobs WHERE id IN (SELECT min(id) FROM jobs"
-                f" WHERE status IN ({unfinished}) GROUP BY datasource_id)"
+                f" WHERE {UNFINISHED_SQL} GROUP BY datasource_id)"
             ).fetchall()
             return counts, {ds: _decode_record(rec).submitted_at for ds, rec in oldest}
 
@@ -1092,7 +1099,7 @@ class SQLiteStore(Store):
 def _purge(db: sqlite3.Connection, older_than_ms: int, limit: int) -> int:
     """Run on the writer thread, inside the batch's transaction: see :meth:`SQLiteStore.purge`."""
     jobs = db.execute(
-        f"SELECT id, datasource_id, job FROM jobs WHERE {_TERMINAL_SQL} AND updated_at < ? "
+        f"SELECT id, datasource_id, job FROM jobs WHERE {TERMINAL_SQL} AND updated_at < ? "
         "ORDER BY updated_at LIMIT ?",
         (older_than_ms, limit),
     ).fetchall()

@@ -53,9 +53,9 @@ class ReleaseSlot:
 LeaseCommand = Claim | Heartbeat | FireDue | TakeSlot | RenewSlot | ReleaseSlot
 LEASE_COMMANDS = (Claim, Heartbeat, FireDue, TakeSlot, RenewSlot, ReleaseSlot)
 
-_SQL_CLAIMABLE = (
+SQL_CLAIMABLE = (
     "SELECT id, record FROM jobs WHERE datasource_id = ? "
-    "AND status IN ('submitted', 'retrying') AND lease_id IS NULL "
+    "AND (status = 'submitted' OR status = 'retrying') AND lease_id IS NULL "
     "AND (retry_at IS NULL OR retry_at <= ?) ORDER BY id LIMIT ?"
 )
 # A batch of status changes as one statement each: the jobs' rows, then their events (the JSON
@@ -174,7 +174,7 @@ def _claim(
 ) -> list[JobRecord]:
     leases.require_lease_dispatch(datasource)
     _seen(db, datasource, command.worker, now)
-    rows = db.execute(_SQL_CLAIMABLE, (datasource.id, now, command.max_jobs)).fetchall()
+    rows = db.execute(SQL_CLAIMABLE, (datasource.id, now, command.max_jobs)).fetchall()
     changes: list[tuple[int, Outcome]] = []
     for row_id, blob in rows:
         outcome = leases.decide_claim(

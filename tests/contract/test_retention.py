@@ -14,10 +14,12 @@ import pytest
 
 from jobqueue_store.models import Datasource, Event, JobRecord, Status, StatusUpdate, now_ms
 from jobqueue_store.retention import DAY_MS, Retention
+from jobqueue_store.storage import sqlite as sqlite_store
 from jobqueue_store.storage.base import Store
 from tests.conftest import PG_DSN, _drop_schema, make_store
 from tests.contract.conftest import Reopen
 
+# PostgreSQL's partial index predicate; SQLite's is the store's own (sqlite.TERMINAL_SQL).
 TERMINAL_SQL = "status IN ('complete', 'cancelled', 'forbidden', 'failed')"
 
 
@@ -320,8 +322,9 @@ async def test_purge_queries_use_indexes(backend: str, tmp_path: Path, pg_schema
     s = make_store(backend, tmp_path, pg_schema)
     await s.open()
     await s.close()
+    terminal = sqlite_store.TERMINAL_SQL if backend == "sqlite" else TERMINAL_SQL
     purge_jobs = (
-        f"SELECT id FROM jobs WHERE {TERMINAL_SQL} AND updated_at < 5 ORDER BY updated_at LIMIT 9"
+        f"SELECT id FROM jobs WHERE {terminal} AND updated_at < 5 ORDER BY updated_at LIMIT 9"
     )
     delete_events = "DELETE FROM events WHERE datasource_id = 'a' AND job = 'b'"
     if backend == "sqlite":

@@ -1,10 +1,12 @@
-"""SQLite-only behaviour of the stored text and the write-ahead log: records written before
-revisions existed get the fields a status read sends today (schema 8), because status reads
-serve the stored text unchanged; the log is checkpointed by a connection of its own."""
+"""SQLite-only behaviour of the stored text, the schema and the write-ahead log: records written
+before revisions existed get the fields a status read sends today (schema 8), because status
+reads serve the stored text unchanged; no CHECK or partial index tests an IN list (schema 9);
+the log is checkpointed by a connection of its own."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import tracemalloc
 from pathlib import Path
@@ -14,7 +16,8 @@ import pytest
 
 from jobqueue_store import errors
 from jobqueue_store.models import Datasource
-from jobqueue_store.storage.sqlite import SQLiteStore
+from jobqueue_store.storage.sqlite import TERMINAL_SQL, UNFINISHED_SQL, SQLiteStore
+from jobqueue_store.storage.sqlite_leases import SQL_CLAIMABLE
 
 
 async def test_old_records_gain_revision_fields(tmp_path: Path) -> None:
@@ -119,3 +122,91 @@ async def test_a_closed_store_answers_no_read_from_its_record_cache(tmp_path: Pa
     await store.close()
     with pytest.raises(errors.Unavailable):
         await store.get_job_wire("ds", "j1")
+
+
+def test_no_check_or_partial_index_tests_an_in_list(tmp_path: Path) -> None:
+    """SQLite evaluates CHECK constraints and partial-index predicates on every row written, and
+    builds a temporary b-tree for an IN list of more than two constants each time (a status
+    change cost about 50 µs that way): the schema writes such conditions as OR-ed equalities."""
+    store = SQLiteStore(tmp_path / "schema.sqlite3")
+    asyncio.run(_open_and_close(store))
+    db = sqlite3.connect(tmp_path / "schema.sqlite3")
+    try:
+        schema = db.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL").fetchall()
+        plans = {
+            name: " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", args))
+            for name, sql, args in [
+                ("claim", SQL_CLAIMABLE, ("ds", 0, 10)),
+                (
+                    "quota",
+                    "SELECT count(*) FROM jobs WHERE datasource_id = ? AND client = ?"
+                    f" AND {UNFINISHED_SQL}",
+                    ("ds", "app"),
+                ),
+                (
+                    "oldest",
+                    f"SELECT min(id) FROM jobs WHERE {UNFINISHED_SQL} GROUP BY datasource_id",
+                    (),
+                ),
+                (
+                    "purge",
+                    f"SELECT id FROM jobs WHERE {TERMINAL_SQL} AND updated_at < 5"
+                    " ORDER BY updated_at",
+                    (),
+                ),
+            ]
+        }
+    finally:
+        db.close()
+    in_lists = [name for name, sql in schema if re.search(r"\bIN\s*\(", sql, re.IGNORECASE)]
+    assert in_lists == [], in_lists
+    # The queries repeat the predicates as written, so they still use the partial indexes.
+    assert "USING INDEX jobs_claimable" in plans["claim"], plans
+    assert "INDEX jobs_unfinished" in plans["quota"], plans
+    assert "INDEX jobs_unfinished" in plans["oldest"], plans
+    assert "USING INDEX jobs_terminal_updated" in plans["purge"], plans
+
+
+async def _open_and_close(store: SQLiteStore) -> None:
+    await store.open()
+    await store.close()
+
+
+async def test_schema_9_keeps_every_event_and_the_seq_counter(tmp_path: Path) -> None:
+    """Upgrading rebuilds the events table (a CHECK cannot change in place): every entry stays,
+    and a seq once handed out is not handed out again, also when the newest entries are gone."""
+    path = tmp_path / "v8.sqlite3"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.put_datasource(Datasource("ds", ""))
+    for i in range(5):
+        await store.submit("ds", f"j{i}", "app", {"n": i})
+    await store.cancel("ds", "j0", "app")
+    before = await store.events_after("ds", 0)
+    await store.close()
+
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM events WHERE seq = (SELECT max(seq) FROM events)")  # purged newest
+    db.execute("UPDATE schema_version SET version = 8")
+    db.commit()
+    db.close()
+
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        after = await store.events_after("ds", 0)
+        assert after == before[:-1]
+        await store.submit("ds", "later", "app", {"n": 9})
+        newest = (await store.events_after("ds", 0))[-1]
+        assert newest.job == "later" and newest.seq == before[-1].seq + 1
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):  # the constraint still holds
+            db.execute(
+                "INSERT INTO events (datasource_id, type, job, client, timestamp, record)"
+                " VALUES ('ds', 'nonsense', 'j', 'app', 1, x'7b7d')"
+            )
+    finally:
+        db.close()

@@ -9,7 +9,7 @@ from jobqueue_store.config import Limits
 from jobqueue_store.models import Datasource, Status, StatusUpdate
 from jobqueue_store.quota import Quotas
 from jobqueue_store.storage.base import Store
-from jobqueue_store.storage.sqlite import SQLiteStore
+from jobqueue_store.storage.sqlite import UNFINISHED_SQL, SQLiteStore
 from jobqueue_store.web.keys import SERVICE
 from tests.web.conftest import Api, AppFactory
 
@@ -113,8 +113,7 @@ async def test_sqlite_counts_unfinished_jobs_from_the_partial_index(tmp_path: Pa
         plan = await store._read(
             lambda db: db.execute(
                 "EXPLAIN QUERY PLAN SELECT count(*) FROM jobs WHERE datasource_id = ? AND "
-                "client = ? AND status IN ('submitted', 'accepted', 'retrying', 'running', "
-                "'stopped')",
+                f"client = ? AND {UNFINISHED_SQL}",
                 ("ds1", "app1"),
             ).fetchall()
         )
