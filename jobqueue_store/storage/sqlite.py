@@ -79,10 +79,14 @@ _ENTRY_TEXT = (
     " || ',\"seq\":' || seq || ',\"timestamp\":' || timestamp"
     " || ',\"data\":' || coalesce(CAST(data AS TEXT), 'null') || '}' AS BLOB)"
 )
-CHECKPOINT_SECONDS = 0.5
-"""How often a connection of its own copies the write-ahead log into the database (a PASSIVE
-checkpoint). The writer never checkpoints: SQLite's automatic checkpoint would run inside a
-commit every 1,000 pages and hold up every write of that batch by milliseconds."""
+CHECKPOINT_SECONDS = 0.2
+"""How often, while writes come in, the writer copies the write-ahead log into the database (a
+PASSIVE checkpoint on its own connection, between two batches, after the first batch's callers
+have their answers). SQLite's automatic checkpoint is off: it would run inside a commit and hold
+up every write of that batch. A checkpoint on another connection cannot keep up: the writer
+appends while it copies, so the log is never copied whole, never starts over and grows without
+bound under a steady load (400 MB in 8 s of submits), every commit then extends the file (an
+fsync of the file system's metadata too) and reads search an ever longer log index."""
 # Pages up to this many entries are read on the loop's thread (a thread hop costs more).
 _INLINE_PAGE = 200
 # Readers map the database file (up to this much) instead of copying pages through read(): a
@@ -159,6 +163,7 @@ class _Pending:
 
 
 _STOP = object()
+_CHECKPOINT = object()
 
 
 @dataclass(slots=True)
@@ -289,10 +294,10 @@ class SQLiteStore(Store):
         self._idle_readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
-        self._checkpoint_conn: aiosqlite.Connection | None = None
         self._checkpoint_task: asyncio.Task[None] | None = None
         self.checkpoint_every = checkpoint_every
         self._uncheckpointed = 0
+        self._checkpoint_queued = False
         self._accepting = False
         self._datasources: dict[str, Datasource] = {}
         # Last timestamp handed out per datasource; only the writer touches it.
@@ -317,8 +322,6 @@ class SQLiteStore(Store):
                 self._idle_readers.put_nowait(conn)
             self._datasources, self._last_ts = await _in_thread(self._writer_conn, self._load_state)
             self._inline = self._connect_inline()
-            self._checkpoint_conn = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._checkpoint_conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         except BaseException as exc:
             # Whatever failed (or a cancellation), close what was opened: each aiosqlite
             # connection owns a non-daemon thread that would keep the process alive.
@@ -379,9 +382,6 @@ class SQLiteStore(Store):
             self._inline.close()
             self._inline = None
         conns = [*self._reader_conns]
-        if self._checkpoint_conn is not None:
-            conns.append(self._checkpoint_conn)
-            self._checkpoint_conn = None
         if self._writer_conn is not None:
             conns.append(self._writer_conn)
         self._reader_conns = []
@@ -524,17 +524,25 @@ class SQLiteStore(Store):
         return await future
 
     async def _writer(self) -> None:
-        """The single writer: group every pending command into one transaction."""
+        """The single writer: group every pending command into one transaction; copy the log
+        into the database when the checkpointer asks, between two batches."""
         stop = False
         while not stop:
             item = await self._queue.get()
             if item is _STOP:
                 break
+            if item is _CHECKPOINT:
+                await self._checkpoint()
+                continue
             batch = [cast(_Pending, item)]
+            checkpoint = False
             while len(batch) < self.batch_max and not self._queue.empty():
                 item = self._queue.get_nowait()
                 if item is _STOP:
                     stop = True
+                    break
+                if item is _CHECKPOINT:
+                    checkpoint = True
                     break
                 batch.append(cast(_Pending, item))
             try:
@@ -547,6 +555,8 @@ class SQLiteStore(Store):
                         pending.future.set_exception(
                             errors.Unavailable(f"The store failed to write: {exc}.")
                         )
+            if checkpoint:
+                await self._checkpoint()
         # Writes that raced close() past the _accepting check.
         while not self._queue.empty():
             item = self._queue.get_nowait()
@@ -554,18 +564,26 @@ class SQLiteStore(Store):
                 item.future.set_exception(errors.Unavailable("The store is closed."))
 
     async def _checkpointer(self) -> None:
-        """Every ``checkpoint_every`` seconds after a commit, copy what the write-ahead log holds
-        into the database without blocking the writer or the readers (PASSIVE)."""
+        """Every ``checkpoint_every`` seconds after a commit, ask the writer for a checkpoint."""
         while True:
             await asyncio.sleep(self.checkpoint_every)
-            conn = self._checkpoint_conn
-            if not self._uncheckpointed or conn is None:
-                continue
-            self._uncheckpointed = 0
-            try:
-                await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except (sqlite3.Error, ValueError) as exc:  # the next round tries again
-                log.warning("the SQLite checkpoint failed: %s", exc)
+            if self._uncheckpointed and not self._checkpoint_queued and self._accepting:
+                self._checkpoint_queued = True
+                self._queue.put_nowait(_CHECKPOINT)
+
+    async def _checkpoint(self) -> None:
+        """Copy the write-ahead log into the database on the writer's connection (PASSIVE: it
+        waits for no reader). No write is appended meanwhile, so the log is copied whole and the
+        next commit writes it from its start again (the file keeps its size)."""
+        self._checkpoint_queued = False
+        self._uncheckpointed = 0
+        conn = self._writer_conn
+        if conn is None:
+            return
+        try:
+            await _in_thread(conn, _checkpoint_passive)
+        except (sqlite3.Error, ValueError) as exc:  # the next round tries again
+            log.warning("the SQLite checkpoint failed: %s", exc)
 
     async def _commit_batch(self, batch: list[_Pending]) -> None:
         commands = [p.command for p in batch]
@@ -1125,6 +1143,11 @@ def _purge(db: sqlite3.Connection, older_than_ms: int, limit: int) -> int:
     if top:
         db.execute("UPDATE retention SET purged_through = max(purged_through, ?)", (top,))
     return max(len(jobs), events)
+
+
+def _checkpoint_passive(db: sqlite3.Connection) -> None:
+    # Fetch the pragma's row: a statement left unfinished would make the next COMMIT fail.
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _file_system_trouble(path: Path) -> str:

@@ -56,9 +56,9 @@ async def test_old_records_gain_revision_fields(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_the_log_is_checkpointed_off_the_writer(tmp_path: Path) -> None:
-    """The writer never checkpoints (no write waits for one); the checkpoint connection copies
-    the write-ahead log into the database file soon after the writes."""
+async def test_the_log_is_copied_into_the_database_soon_after_the_writes(tmp_path: Path) -> None:
+    """SQLite's automatic checkpoint is off (it would run inside a commit); the writer copies
+    the write-ahead log into the database file between batches, soon after the writes."""
     path = tmp_path / "ckpt.sqlite3"
     store = SQLiteStore(path, checkpoint_every=0.05)
     await store.open()
@@ -74,7 +74,7 @@ async def test_the_log_is_checkpointed_off_the_writer(tmp_path: Path) -> None:
                 )
             )
         # 500 jobs of 2 KB: over 1 MB, far below SQLite's own automatic checkpoint (1,000 pages,
-        # which the writer has off): only the checkpoint connection moves it into the file.
+        # which the writer has off): only the store's checkpoint moves it into the file.
         for _ in range(200):
             if path.stat().st_size > before + 1_000_000:
                 break
@@ -82,6 +82,33 @@ async def test_the_log_is_checkpointed_off_the_writer(tmp_path: Path) -> None:
         assert path.stat().st_size > before + 1_000_000
         page = await store.list_jobs("ds", None, limit=1000)
         assert len(page.jobs) == 500
+    finally:
+        await store.close()
+
+
+async def test_the_log_starts_over_under_a_steady_load(tmp_path: Path) -> None:
+    """Writes that never pause still let the log be copied whole and written from its start
+    again: the log file stays a fraction of what was written (a checkpoint on a connection of
+    its own, racing the writer, never caught up: the log grew by everything written)."""
+    path = tmp_path / "steady.sqlite3"
+    interval = 0.02
+    store = SQLiteStore(path, checkpoint_every=interval)
+    await store.open()
+    try:
+        await store.put_datasource(Datasource("ds", ""))
+        pad = "x" * 2000
+        written = 0
+        began = asyncio.get_running_loop().time()
+        n = 0
+        # At least 60 checkpoint intervals of writes with no pause between the batches.
+        while asyncio.get_running_loop().time() - began < 60 * interval or n < 2000:
+            await asyncio.gather(
+                *(store.submit("ds", f"j{n + i}", "app", {"pad": pad}) for i in range(50))
+            )
+            n += 50
+            written += 50 * 2 * len(pad)  # the record in the job's row and in its event
+        wal = path.with_name(path.name + "-wal").stat().st_size
+        assert wal < written / 3, (wal, written, n)
     finally:
         await store.close()
 
