@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -92,6 +93,10 @@ _INLINE_PAGE = 200
 # Readers map the database file (up to this much) instead of copying pages through read(): a
 # point read then costs about a fifth less. Writes still go through the writer's page cache.
 READ_MMAP_BYTES = 256 * 1024 * 1024
+UPDATING_ENTRIES = 20_000
+"""Jobs whose stored row the writer keeps after a driver's update, for the next one."""
+UPDATING_MAX_BYTES = 8 * 1024
+"""Records longer than this (as JSON) are not kept."""
 # The predicates of the partial indexes jobs_terminal_updated and jobs_unfinished (schema 9): a
 # query uses such an index only when it repeats the predicate as written. They are OR-ed
 # equalities, not IN lists, for the writes' sake (see sql/sqlite/0009_no_in_lists.sql).
@@ -303,6 +308,11 @@ class SQLiteStore(Store):
         # Last timestamp handed out per datasource; only the writer touches it.
         self._last_ts: dict[str, int] = {}
         self._records = RecordCache(max_entries=record_cache)
+        # Jobs a driver is updating: (datasource, job) -> (row id, record as stored), most
+        # recently written last. Only the writer thread uses it; a driver's next update of the
+        # job then skips the row's read and decode. Any command that writes job rows past
+        # write_job's callers, and any failed batch, empties it.
+        self._updating: OrderedDict[tuple[str, str], tuple[int, JobRecord]] = OrderedDict()
         # Batches whose outcome reached the loop: a record read on a reader thread is cached
         # only if no batch landed while it was read.
         self._landed = 0
@@ -639,6 +649,7 @@ class SQLiteStore(Store):
                     out.results.append(exc)
             db.execute("COMMIT")
         except BaseException:
+            self._updating.clear()  # it may hold rows of the rolled-back transaction
             if db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
@@ -659,6 +670,7 @@ class SQLiteStore(Store):
     def _apply(self, db: sqlite3.Connection, command: _Command, out: _BatchResult) -> Any:
         if type(command) not in _ROW_BY_ROW:
             out.uncached = True
+            self._updating.clear()  # this command may write job rows past write_job's callers
         if isinstance(command, _PutDatasource):
             ds = command.datasource
             schema = None if ds.request_schema is None else _encode(ds.request_schema, "schema")
@@ -684,11 +696,19 @@ class SQLiteStore(Store):
             return ss.apply(self, db, command, out)
         dsid = command.dsid
         datasource = self.datasource_in(dsid, out)
-        # Reads see the batch's earlier writes: same connection, same transaction.
-        row = db.execute(
-            "SELECT id, record FROM jobs WHERE datasource_id = ? AND job = ?", (dsid, command.job)
-        ).fetchone()
-        existing = None if row is None else _decode_record(row[1])
+        key = (dsid, command.job)
+        held = None if isinstance(command, _Submit) else self._updating.get(key)
+        row_id: int | None
+        existing: JobRecord | None
+        if held is not None:
+            row_id, existing = held
+        else:
+            # Reads see the batch's earlier writes: same connection, same transaction.
+            row = db.execute(
+                "SELECT id, record FROM jobs WHERE datasource_id = ? AND job = ?",
+                (dsid, command.job),
+            ).fetchone()
+            row_id, existing = (None, None) if row is None else (row[0], _decode_record(row[1]))
         timestamp = self.timestamp_for(dsid)
         if isinstance(command, _Submit):
             outcome = lifecycle.decide_submit(
@@ -725,12 +745,31 @@ class SQLiteStore(Store):
         record = outcome.record
         if outcome.event is None and not outcome.touched:
             return (record, False) if isinstance(command, _Submit) else record
-        self.write_job(db, None if row is None else row[0], outcome, datasource, timestamp, out)
+        # Not held while written: a write that fails on bad input leaves the earlier one.
+        self._updating.pop(key, None)
+        self.write_job(db, row_id, outcome, datasource, timestamp, out)
         if isinstance(command, _Submit):
             return (record, outcome.created)
-        if outcome.then is not None and row is not None:
-            self.write_job(db, row[0], outcome.then, datasource, timestamp, out)
+        assert row_id is not None
+        if outcome.then is not None:
+            self.write_job(db, row_id, outcome.then, datasource, timestamp, out)
+            record = outcome.then.record
+        if isinstance(command, _Update) and not record.terminal:
+            self._hold_updating(key, row_id, record)
         return outcome.final
+
+    def _hold_updating(self, key: tuple[str, str], row_id: int, record: JobRecord) -> None:
+        """Keep the row of a job a driver is updating for its next update (writer thread)."""
+        wire = record.wire_bytes()
+        if len(wire) > UPDATING_MAX_BYTES:
+            return
+        updating = self._updating
+        # The record keeps its encoding: a compact copy (orjson's output holds 4 KiB).
+        object.__setattr__(record, "_wire", bytes(memoryview(wire)))
+        updating[key] = (row_id, record)
+        updating.move_to_end(key)
+        if len(updating) > UPDATING_ENTRIES:
+            updating.popitem(last=False)
 
     def write_job(
         self,
@@ -922,6 +961,7 @@ class SQLiteStore(Store):
     def _forget_records(self) -> None:
         self._landed += 1
         self._records.clear()
+        self._updating.clear()  # called between batches only: the writer thread is idle
 
     async def list_jobs(
         self,

@@ -209,6 +209,34 @@ async def test_an_expired_lease_is_taken_back_once(store: Store, clock: ManualCl
         await store.update_status("lq", job.job, StatusUpdate(Status.COMPLETE, lease=held_by(job)))
 
 
+async def test_an_update_after_the_lease_expired_is_refused_after_earlier_updates(
+    store: Store, clock: ManualClock
+) -> None:
+    """A driver's updates under its lease, then the lease expires: the next update under it is
+    refused, however recently the job was written (the SQLite writer keeps the rows of jobs
+    being updated; taking the lease back must not leave it a stale one)."""
+    await submit_n(store, 1)
+    job = await claim_one(store, "worker-1")
+    lease = held_by(job)
+    for progress in (0.25, 0.5):
+        rec = await store.update_status(
+            "lq", job.job, StatusUpdate(Status.ACCEPTED, progress=progress, lease=lease)
+        )
+        assert rec.progress == progress and held_by(rec) == lease
+    clock.advance(30_000)
+    assert await store.fire_due() == 1
+    with pytest.raises(errors.LeaseLost):
+        await store.update_status(
+            "lq", job.job, StatusUpdate(Status.ACCEPTED, progress=0.75, lease=lease)
+        )
+    clock.advance(1000)  # past the retry back-off
+    again = await claim_one(store, "worker-2")
+    done = await store.update_status(
+        "lq", job.job, StatusUpdate(Status.COMPLETE, lease=held_by(again))
+    )
+    assert done.status is Status.COMPLETE and done.attempts == 2
+
+
 async def test_max_attempts_fails_the_job(store: Store, clock: ManualClock) -> None:
     await submit_n(store, 1)
     for attempt in range(1, 4):

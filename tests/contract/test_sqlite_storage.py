@@ -15,7 +15,8 @@ import orjson
 import pytest
 
 from jobqueue_store import errors
-from jobqueue_store.models import Datasource
+from jobqueue_store.models import Datasource, Status, StatusUpdate
+from jobqueue_store.storage import sqlite as sqlite_module
 from jobqueue_store.storage.sqlite import TERMINAL_SQL, UNFINISHED_SQL, SQLiteStore
 from jobqueue_store.storage.sqlite_leases import SQL_CLAIMABLE
 
@@ -237,3 +238,36 @@ async def test_schema_9_keeps_every_event_and_the_seq_counter(tmp_path: Path) ->
             )
     finally:
         db.close()
+
+
+async def test_the_writer_keeps_the_rows_of_jobs_being_updated_within_bounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a driver's update the writer keeps the job's row for the next update (no read,
+    no decode): at most UPDATING_ENTRIES of them, none longer than UPDATING_MAX_BYTES, none
+    of a job that is finished, and each one what the database holds."""
+    monkeypatch.setattr(sqlite_module, "UPDATING_ENTRIES", 3)
+    store = SQLiteStore(tmp_path / "held.sqlite3")
+    await store.open()
+    try:
+        await store.put_datasource(Datasource("ds", ""))
+        for i in range(5):
+            await store.submit("ds", f"j{i}", "app", {"n": i})
+        assert len(store._updating) == 0  # a submit is not an update
+        for i in range(5):
+            await store.update_status("ds", f"j{i}", StatusUpdate(Status.ACCEPTED, progress=0.5))
+        assert list(store._updating) == [("ds", "j2"), ("ds", "j3"), ("ds", "j4")]
+        again = await store.update_status("ds", "j3", StatusUpdate(Status.RUNNING, progress=1))
+        assert again.version == 3 and list(store._updating)[-1] == ("ds", "j3")
+        for (dsid, job), (_, record) in store._updating.items():
+            assert record == await store.get_job(dsid, job)
+            assert record.wire_bytes() == (await store.get_job_wire(dsid, job) or ("", b""))[1]
+        await store.update_status("ds", "j4", StatusUpdate(Status.COMPLETE))
+        await store.cancel("ds", "j2", "app")
+        assert list(store._updating) == [("ds", "j3")]
+        await store.submit("ds", "big", "app", {"pad": "x" * sqlite_module.UPDATING_MAX_BYTES})
+        await store.update_status("ds", "big", StatusUpdate(Status.ACCEPTED))
+        assert ("ds", "big") not in store._updating
+    finally:
+        await store.close()
+    assert len(store._updating) == 0
