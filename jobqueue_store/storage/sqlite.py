@@ -80,14 +80,19 @@ _ENTRY_TEXT = (
     " || ',\"seq\":' || seq || ',\"timestamp\":' || timestamp"
     " || ',\"data\":' || coalesce(CAST(data AS TEXT), 'null') || '}' AS BLOB)"
 )
-CHECKPOINT_SECONDS = 0.2
-"""How often, while writes come in, the writer copies the write-ahead log into the database (a
-PASSIVE checkpoint on its own connection, between two batches, after the first batch's callers
-have their answers). SQLite's automatic checkpoint is off: it would run inside a commit and hold
-up every write of that batch. A checkpoint on another connection cannot keep up: the writer
-appends while it copies, so the log is never copied whole, never starts over and grows without
-bound under a steady load (400 MB in 8 s of submits), every commit then extends the file (an
-fsync of the file system's metadata too) and reads search an ever longer log index."""
+CHECKPOINT_SECONDS = 0.5
+"""How often a connection of its own copies the write-ahead log into the database (a PASSIVE
+checkpoint) after commits. SQLite's automatic checkpoint is off: it would run inside a commit
+and hold up every write of that batch by milliseconds."""
+LOG_RESTART_FRAMES = 8192
+"""When the write-ahead log holds this many pages (32 MiB of 4 KiB pages), the writer finishes
+the copy itself between two batches. The checkpoint connection alone never copies the whole log
+under a steady load (the writer appends while it copies), so the log would never start over: it
+grew by 400 MB in 8 s of submits, every commit extending the file (an fsync of the file
+system's metadata too) and every read searching a longer log index. Finishing is short: the
+checkpoint connection first copies again until at most ``LOG_FINISH_FRAMES`` pages are left."""
+LOG_FINISH_FRAMES = 256
+LOG_FINISH_PASSES = 4
 # Pages up to this many entries are read on the loop's thread (a thread hop costs more).
 _INLINE_PAGE = 200
 # Readers map the database file (up to this much) instead of copying pages through read(): a
@@ -264,8 +269,9 @@ class SQLiteStore(Store):
     ``synchronous`` is SQLite's ``PRAGMA synchronous`` (``OFF``, ``NORMAL``, ``FULL``, ``EXTRA``);
     ``batch_max`` caps the number of writes committed together; ``readers`` is the size of the
     read connection pool; ``checkpoint_every`` is how often (seconds) the write-ahead log is
-    copied into the database; ``record_cache`` is how many job records status reads keep in
-    memory (:mod:`~jobqueue_store.storage.record_cache`; 0: none).
+    copied into the database, and ``log_restart_frames`` how many pages it may hold before the
+    writer finishes the copy (so that it starts over); ``record_cache`` is how many job records
+    status reads keep in memory (:mod:`~jobqueue_store.storage.record_cache`; 0: none).
     """
 
     def __init__(
@@ -277,6 +283,7 @@ class SQLiteStore(Store):
         readers: int = 2,
         clock: Clock | None = None,
         checkpoint_every: float = CHECKPOINT_SECONDS,
+        log_restart_frames: int = LOG_RESTART_FRAMES,
         record_cache: int = RECORD_CACHE_ENTRIES,
     ) -> None:
         sync = synchronous.upper()
@@ -299,8 +306,10 @@ class SQLiteStore(Store):
         self._idle_readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
+        self._checkpoint_conn: aiosqlite.Connection | None = None
         self._checkpoint_task: asyncio.Task[None] | None = None
         self.checkpoint_every = checkpoint_every
+        self.log_restart_frames = log_restart_frames
         self._uncheckpointed = 0
         self._checkpoint_queued = False
         self._accepting = False
@@ -332,6 +341,8 @@ class SQLiteStore(Store):
                 self._idle_readers.put_nowait(conn)
             self._datasources, self._last_ts = await _in_thread(self._writer_conn, self._load_state)
             self._inline = self._connect_inline()
+            self._checkpoint_conn = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._checkpoint_conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         except BaseException as exc:
             # Whatever failed (or a cancellation), close what was opened: each aiosqlite
             # connection owns a non-daemon thread that would keep the process alive.
@@ -392,6 +403,9 @@ class SQLiteStore(Store):
             self._inline.close()
             self._inline = None
         conns = [*self._reader_conns]
+        if self._checkpoint_conn is not None:
+            conns.append(self._checkpoint_conn)
+            self._checkpoint_conn = None
         if self._writer_conn is not None:
             conns.append(self._writer_conn)
         self._reader_conns = []
@@ -574,25 +588,43 @@ class SQLiteStore(Store):
                 item.future.set_exception(errors.Unavailable("The store is closed."))
 
     async def _checkpointer(self) -> None:
-        """Every ``checkpoint_every`` seconds after a commit, ask the writer for a checkpoint."""
+        """Every ``checkpoint_every`` seconds after a commit, copy what the write-ahead log holds
+        into the database without blocking the writer or the readers (PASSIVE); when the log has
+        grown to ``log_restart_frames`` pages, ask the writer to finish the copy."""
         while True:
             await asyncio.sleep(self.checkpoint_every)
-            if self._uncheckpointed and not self._checkpoint_queued and self._accepting:
-                self._checkpoint_queued = True
-                self._queue.put_nowait(_CHECKPOINT)
+            conn = self._checkpoint_conn
+            if not self._uncheckpointed or conn is None:
+                continue
+            self._uncheckpointed = 0
+            try:
+                frames, copied = await _in_thread(conn, _checkpoint_passive)
+                if frames < self.log_restart_frames or self._checkpoint_queued:
+                    continue
+                # Copy again what was appended meanwhile (less each time) until the writer's
+                # part, which holds up the writes, is a few pages.
+                for _ in range(LOG_FINISH_PASSES):
+                    if frames - copied <= LOG_FINISH_FRAMES:
+                        break
+                    frames, copied = await _in_thread(conn, _checkpoint_passive)
+            except (sqlite3.Error, ValueError) as exc:  # the next round tries again
+                log.warning("the SQLite checkpoint failed: %s", exc)
+                continue
+            self._checkpoint_queued = True
+            self._queue.put_nowait(_CHECKPOINT)
 
     async def _checkpoint(self) -> None:
-        """Copy the write-ahead log into the database on the writer's connection (PASSIVE: it
-        waits for no reader). No write is appended meanwhile, so the log is copied whole and the
-        next commit writes it from its start again (the file keeps its size)."""
+        """Finish copying the write-ahead log into the database, on the writer's connection
+        between two batches (PASSIVE: it waits for no reader). No write is appended meanwhile,
+        so the log is copied whole and the next commit writes it from its start again (the file
+        keeps its size)."""
         self._checkpoint_queued = False
-        self._uncheckpointed = 0
         conn = self._writer_conn
         if conn is None:
             return
         try:
             await _in_thread(conn, _checkpoint_passive)
-        except (sqlite3.Error, ValueError) as exc:  # the next round tries again
+        except (sqlite3.Error, ValueError) as exc:  # the checkpointer asks again
             log.warning("the SQLite checkpoint failed: %s", exc)
 
     async def _commit_batch(self, batch: list[_Pending]) -> None:
@@ -1185,9 +1217,14 @@ def _purge(db: sqlite3.Connection, older_than_ms: int, limit: int) -> int:
     return max(len(jobs), events)
 
 
-def _checkpoint_passive(db: sqlite3.Connection) -> None:
-    # Fetch the pragma's row: a statement left unfinished would make the next COMMIT fail.
-    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+def _checkpoint_passive(db: sqlite3.Connection) -> tuple[int, int]:
+    """A PASSIVE checkpoint: (pages in the log, pages of it copied). The pragma's row is
+    fetched: a statement left unfinished keeps a read snapshot (the log could not start over)
+    and, on the writer's connection, makes the next COMMIT fail."""
+    rows = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    if not rows or rows[0][1] is None or rows[0][1] < 0:
+        return 0, 0
+    return int(rows[0][1]), int(rows[0][2])
 
 
 def _file_system_trouble(path: Path) -> str:

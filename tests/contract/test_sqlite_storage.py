@@ -58,8 +58,8 @@ async def test_old_records_gain_revision_fields(tmp_path: Path) -> None:
 
 
 async def test_the_log_is_copied_into_the_database_soon_after_the_writes(tmp_path: Path) -> None:
-    """SQLite's automatic checkpoint is off (it would run inside a commit); the writer copies
-    the write-ahead log into the database file between batches, soon after the writes."""
+    """SQLite's automatic checkpoint is off (it would run inside a commit); a connection of its
+    own copies the write-ahead log into the database file soon after the writes."""
     path = tmp_path / "ckpt.sqlite3"
     store = SQLiteStore(path, checkpoint_every=0.05)
     await store.open()
@@ -89,11 +89,12 @@ async def test_the_log_is_copied_into_the_database_soon_after_the_writes(tmp_pat
 
 async def test_the_log_starts_over_under_a_steady_load(tmp_path: Path) -> None:
     """Writes that never pause still let the log be copied whole and written from its start
-    again: the log file stays a fraction of what was written (a checkpoint on a connection of
-    its own, racing the writer, never caught up: the log grew by everything written)."""
+    again once it holds ``log_restart_frames`` pages: the log file stays a fraction of what was
+    written (the checkpoint connection alone, racing the writer, never caught up: the log grew
+    by everything written)."""
     path = tmp_path / "steady.sqlite3"
     interval = 0.02
-    store = SQLiteStore(path, checkpoint_every=interval)
+    store = SQLiteStore(path, checkpoint_every=interval, log_restart_frames=256)
     await store.open()
     try:
         await store.put_datasource(Datasource("ds", ""))
