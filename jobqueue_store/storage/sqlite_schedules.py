@@ -170,6 +170,7 @@ def fire_due(store: SQLiteStore, db: sqlite3.Connection, limit: int, out: _Batch
                     ),
                     out,
                 )
+                store._flush(db, out)  # the run's row and event now: the SQL below reads them
             except errors.StoreError as exc:
                 # A job already holds the run's id (submitted by hand): the fire time is used.
                 log.warning("schedule %s: run %s not submitted: %s", record.schedule, job, exc)

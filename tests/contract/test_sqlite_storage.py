@@ -272,3 +272,52 @@ async def test_the_writer_keeps_the_rows_of_jobs_being_updated_within_bounds(
     finally:
         await store.close()
     assert len(store._updating) == 0
+
+
+async def test_a_batch_writes_as_its_commands_ran_one_after_another(tmp_path: Path) -> None:
+    """Submits, cancels and updates of one batch reach the database together at the end of
+    their run (one statement per kind), yet every command sees the ones before it, events get
+    consecutive seqs in command order, and a command of another kind in between (here a
+    datasource declaration) comes after the writes before it and before the writes after it."""
+    store = SQLiteStore(tmp_path / "batch.sqlite3")
+    await store.open()
+    try:
+        await store.put_datasource(Datasource("ds", ""))
+        await store.submit("ds", "old", "app", {"n": 0})
+        landed = store._landed
+        results = await asyncio.gather(
+            store.submit("ds", "a", "app", {"n": 1}),
+            store.update_status("ds", "a", StatusUpdate(Status.ACCEPTED, progress=0.5)),
+            store.submit("ds", "a", "app", {"n": 1}),  # a repeat: nothing written
+            store.cancel("ds", "a", "app"),
+            store.update_status("ds", "old", StatusUpdate(Status.RUNNING)),
+            store.put_datasource(Datasource("ds2", "")),
+            store.submit("ds2", "b", "app", {"n": 2}),
+            store.update_status("ds", "ghost", StatusUpdate(Status.ACCEPTED)),
+            store.submit("ds", "a", "other", {"n": 1}),  # the id is taken
+            store.update_status("ds", "old", StatusUpdate(Status.COMPLETE)),
+            return_exceptions=True,
+        )
+        assert store._landed == landed + 1, "one batch"
+        (a1, created), a2, (a3, again), a4, old1, _, (b1, _), ghost, taken, old2 = results
+        assert created and not again and a3 == a2
+        assert (a1.version, a2.version, a4.version) == (1, 2, 3)
+        assert a4.cancel_requested and old2.status is Status.COMPLETE
+        assert isinstance(ghost, errors.NotFound) and isinstance(taken, errors.Conflict)
+        events = [e for ds in ("ds", "ds2") for e in await store.events_after(ds, 0)]
+        events.sort(key=lambda e: e.seq)
+        written = events[1:]  # after the first submit of "old"
+        seqs = [e.seq for e in written]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+        assert [(e.job, e.type, e.record) for e in written] == [
+            ("a", "request", a1),
+            ("a", "status", a2),
+            ("a", "cancel", a4),
+            ("old", "status", old1),
+            ("b", "request", b1),
+            ("old", "status", old2),
+        ]
+        for record in (a4, old2, b1):
+            assert await store.get_job(record.datasource_id, record.job) == record
+    finally:
+        await store.close()
