@@ -73,8 +73,7 @@ async def populate(
         await store.close()
     # Built with synchronous=OFF: flush its pages now, or the store's first checkpoint under
     # measurement would wait for the whole file to reach the disk.
-    with open(path, "rb") as built:
-        os.fsync(built.fileno())
+    await asyncio.to_thread(_fsync, path)
     return Populated(
         count=count,
         seconds=time.perf_counter() - began,
@@ -82,6 +81,14 @@ async def populate(
         middle_timestamp=stamps[start + count // 2],
         end_timestamp=stamps[start + max(count - 1000, 0)],
     )
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def main() -> None:
