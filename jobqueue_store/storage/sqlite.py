@@ -978,49 +978,12 @@ class SQLiteStore(Store):
         timestamp: int,
         out: _BatchResult,
     ) -> None:
-        """Store ``outcome``'s record (a new row if ``row_id`` is None) and append its event."""
+        """Store ``outcome``'s record (a new row if ``row_id`` is None) and append its event, now
+        (the leases', revisions' and schedules' commands, which read the database after)."""
         record = outcome.record
-        record_bytes = _encode_record(record)
-        data = lifecycle.entry_data(outcome)
-        data_bytes = None if data is None else _encode(data, "request entry")
-        lease_id = None if record.lease is None else record.lease.id
-        due_at = leases.next_due(record, datasource)
-        out.stored.append((record.datasource_id, record.job, record.client, record_bytes))
-        # Everything that can fail on bad input has run: from here on only the database can fail.
-        if row_id is None:
-            db.execute(
-                "INSERT INTO jobs (datasource_id, job, client, status, record, updated_at,"
-                " lease_id, retry_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.datasource_id,
-                    record.job,
-                    record.client,
-                    record.status.value,
-                    record_bytes,
-                    record.updated_at,
-                    lease_id,
-                    record.retry_at,
-                    due_at,
-                ),
-            )
-        else:
-            db.execute(
-                "UPDATE jobs SET status = ?, record = ?, updated_at = ?, lease_id = ?,"
-                " retry_at = ?, due_at = ? WHERE id = ?",
-                (
-                    record.status.value,
-                    record_bytes,
-                    record.updated_at,
-                    lease_id,
-                    record.retry_at,
-                    due_at,
-                    row_id,
-                ),
-            )
-        if outcome.event is not None:
-            out.events.append(
-                self._append(db, record, outcome.event, timestamp, data, data_bytes, record_bytes)
-            )
+        key = (record.datasource_id, record.job)
+        self._defer_job(key, row_id, outcome, datasource, timestamp, out)
+        self._flush(db, out)
 
     def write_status_changes(
         self,
@@ -1068,43 +1031,6 @@ class SQLiteStore(Store):
         events.sort(key=lambda e: e.seq)
         out.events.extend(events)
         self._last_ts[datasource.id] = timestamp
-
-    def _append(
-        self,
-        db: sqlite3.Connection,
-        record: JobRecord,
-        type_: EventType,
-        timestamp: int,
-        data: dict[str, Any] | None,
-        data_bytes: bytes | None,
-        record_bytes: bytes,
-    ) -> Event:
-        cur = db.execute(
-            "INSERT INTO events (datasource_id, type, job, client, timestamp, data, record) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.datasource_id,
-                type_,
-                record.job,
-                record.client,
-                timestamp,
-                data_bytes,
-                record_bytes,
-            ),
-        )
-        seq = cur.lastrowid
-        assert seq is not None
-        self._last_ts[record.datasource_id] = timestamp
-        return Event(
-            seq=seq,
-            datasource_id=record.datasource_id,
-            type=type_,
-            job=record.job,
-            client=record.client,
-            timestamp=timestamp,
-            record=record,
-            data=data,
-        )
 
     # reads --------------------------------------------------------------------------------------
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
