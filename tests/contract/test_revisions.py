@@ -6,6 +6,7 @@ interface, with the events it appends (type, data, order) and the revisions list
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +237,23 @@ async def test_rollback_goes_to_the_last_revision_that_ran(store: Store, ds: str
     await store.revise(ds, "p1", "alice", "d", True)
     final = await store.update_status(ds, "p1", up(Status.FAILED, 3))
     assert (final.revision, final.request, final.rollback_of) == (4, "b", 3)
+
+
+async def test_rollback_sees_a_run_reported_just_before_in_the_same_batch(
+    store: Store, ds: str
+) -> None:
+    """An older revision's ``running`` and the failure that rolls back, sent together (one
+    write batch on SQLite): the rollback finds the revision that ran in the history, as if
+    the two reports had come one after the other."""
+    await started(store, ds, request="a")
+    await store.revise(ds, "p1", "alice", "b", False)
+    await store.revise(ds, "p1", "alice", "c", True)
+    ran, final = await asyncio.gather(
+        store.update_status(ds, "p1", up(Status.RUNNING, 1)),
+        store.update_status(ds, "p1", up(Status.FAILED, 2)),
+    )
+    assert ran.revision == 2
+    assert (final.revision, final.request, final.rollback_of) == (3, "b", 2)
 
 
 async def test_rollback_with_no_revision_that_ran_leaves_the_job_failed(
