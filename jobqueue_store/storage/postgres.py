@@ -71,7 +71,13 @@ from jobqueue_store.schedules import (
 from jobqueue_store.storage import postgres_leases as pl
 from jobqueue_store.storage import postgres_revisions as prv
 from jobqueue_store.storage import postgres_schedules as ps
-from jobqueue_store.storage.base import DatasourceJobs, Store, job_stats_from
+from jobqueue_store.storage.base import (
+    GROUP_TURNS,
+    DatasourceJobs,
+    Store,
+    job_stats_from,
+    let_batch_fill,
+)
 from jobqueue_store.storage.migrations import packaged
 from jobqueue_store.timers import Clock, SystemClock
 
@@ -395,6 +401,8 @@ class PostgresStore(Store):
     :meth:`migrate` if missing); ``None`` keeps the server's search path. ``min_size`` and
     ``max_size`` size the connection pool; ``acquire_timeout`` is how long a request waits for a
     pooled connection before the store answers :class:`~jobqueue_store.errors.Unavailable`.
+    ``group_turns``: how many event-loop turns a write batch may wait to fill under load
+    (:func:`~jobqueue_store.storage.base.let_batch_fill`; 0: never).
     """
 
     def __init__(
@@ -407,8 +415,11 @@ class PostgresStore(Store):
         acquire_timeout: float = 10.0,
         connect_timeout: float = 10.0,
         clock: Clock | None = None,
+        group_turns: int = GROUP_TURNS,
     ) -> None:
         self.dsn = dsn
+        self.group_turns = group_turns
+        self._last_batch = 0
         self.clock: Clock = clock or SystemClock()
         self.schema = schema
         self.min_size = min_size
@@ -1143,6 +1154,7 @@ class PostgresStore(Store):
             first = await self._queue.get()
             if first is None:
                 break
+            await let_batch_fill(self._queue, self._last_batch, _BATCH_MAX - 1, self.group_turns)
             batch = [first]
             while len(batch) < _BATCH_MAX and not self._queue.empty():
                 item = self._queue.get_nowait()
@@ -1150,6 +1162,7 @@ class PostgresStore(Store):
                     stop = True
                     break
                 batch.append(item)
+            self._last_batch = len(batch)
             try:
                 await self._run_batch(batch)
             except Exception:  # never let the writer die: fail the batch instead

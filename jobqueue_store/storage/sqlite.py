@@ -57,7 +57,13 @@ from jobqueue_store.schedules import (
 from jobqueue_store.storage import sqlite_leases as sl
 from jobqueue_store.storage import sqlite_revisions as sr
 from jobqueue_store.storage import sqlite_schedules as ss
-from jobqueue_store.storage.base import DatasourceJobs, Store, job_stats_from
+from jobqueue_store.storage.base import (
+    GROUP_TURNS,
+    DatasourceJobs,
+    Store,
+    job_stats_from,
+    let_batch_fill,
+)
 from jobqueue_store.storage.migrations import packaged
 from jobqueue_store.storage.record_cache import RECORD_CACHE_ENTRIES, RecordCache
 from jobqueue_store.timers import Clock
@@ -321,7 +327,9 @@ class SQLiteStore(Store):
     read connection pool; ``checkpoint_every`` is how often (seconds) the write-ahead log is
     copied into the database, and ``log_restart_frames`` how many pages it may hold before the
     writer finishes the copy (so that it starts over); ``record_cache`` is how many job records
-    status reads keep in memory (:mod:`~jobqueue_store.storage.record_cache`; 0: none).
+    status reads keep in memory (:mod:`~jobqueue_store.storage.record_cache`; 0: none);
+    ``group_turns`` is how many event-loop turns a batch may wait to fill under load
+    (:func:`~jobqueue_store.storage.base.let_batch_fill`; 0: never).
     """
 
     def __init__(
@@ -335,6 +343,7 @@ class SQLiteStore(Store):
         checkpoint_every: float = CHECKPOINT_SECONDS,
         log_restart_frames: int = LOG_RESTART_FRAMES,
         record_cache: int = RECORD_CACHE_ENTRIES,
+        group_turns: int = GROUP_TURNS,
     ) -> None:
         sync = synchronous.upper()
         if sync not in SYNCHRONOUS_VALUES:
@@ -348,6 +357,8 @@ class SQLiteStore(Store):
         self.clock: Clock = clock or _WallClock()
         self.synchronous = sync
         self.batch_max = batch_max
+        self.group_turns = group_turns
+        self._last_batch = 0
         self._reader_count = readers
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conns: list[aiosqlite.Connection] = []
@@ -608,6 +619,9 @@ class SQLiteStore(Store):
             if item is _CHECKPOINT:
                 await self._checkpoint()
                 continue
+            await let_batch_fill(
+                self._queue, self._last_batch, self.batch_max - 1, self.group_turns
+            )
             batch = [cast(_Pending, item)]
             checkpoint = False
             while len(batch) < self.batch_max and not self._queue.empty():
@@ -619,6 +633,7 @@ class SQLiteStore(Store):
                     checkpoint = True
                     break
                 batch.append(cast(_Pending, item))
+            self._last_batch = len(batch)
             try:
                 await self._commit_batch(batch)
             except Exception as exc:  # never let one batch kill the writer
