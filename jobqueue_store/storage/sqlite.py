@@ -124,10 +124,20 @@ _INSERT_JOB = (
     "INSERT INTO jobs (datasource_id, job, client, status, record, updated_at, lease_id,"
     " retry_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_UPDATE_JOB = (
-    "UPDATE jobs SET status = ?, record = ?, updated_at = ?, lease_id = ?, retry_at = ?,"
-    " due_at = ? WHERE id = ?"
-)
+# An UPDATE that names an indexed column rewrites the entries of the indexes that name it (as a
+# key or in a partial index's WHERE) even when the value stays: status and lease_id are set only
+# when they change (a driver's progress report changes neither). Keyed by (status, lease_id).
+_UPDATE_JOB = {
+    (
+        with_status,
+        with_lease,
+    ): "UPDATE jobs SET record = ?, updated_at = ?, retry_at = ?, due_at = ?"
+    + (", status = ?" if with_status else "")
+    + (", lease_id = ?" if with_lease else "")
+    + " WHERE id = ?"
+    for with_status in (False, True)
+    for with_lease in (False, True)
+}
 _INSERT_EVENT = (
     "INSERT INTO events (datasource_id, type, job, client, timestamp, data, record)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -221,19 +231,36 @@ class _BatchResult:
 
 @dataclass(slots=True)
 class _RowWrite:
-    """A job row to write: a new one if ``row_id`` is ``None``."""
+    """A job row to write: a new one if ``row_id`` is ``None``. ``before`` is the status and
+    lease id the row holds in the database (``None``: not known, both are written)."""
 
     row_id: int | None
     record: JobRecord
     text: bytes
     lease_id: str | None
     due_at: int | None
+    before: tuple[str, str | None] | None = None
 
     def columns(self) -> tuple[str, bytes, int, str | None, int | None, int | None]:
-        """The columns a write sets, in the order of ``_INSERT_JOB``'s last six and
-        ``_UPDATE_JOB``'s SET list: status, record, updated_at, lease_id, retry_at, due_at."""
+        """The columns of a new row, in the order of ``_INSERT_JOB``'s last six: status,
+        record, updated_at, lease_id, retry_at, due_at."""
         r = self.record
         return (r.status.value, self.text, r.updated_at, self.lease_id, r.retry_at, self.due_at)
+
+    def update(self) -> tuple[str, tuple[Any, ...]]:
+        """The row's ``UPDATE`` (one of ``_UPDATE_JOB``) and its parameters."""
+        r = self.record
+        params: list[Any] = [self.text, r.updated_at, r.retry_at, self.due_at]
+        status = r.status.value
+        before = self.before
+        with_status = before is None or before[0] != status
+        with_lease = before is None or before[1] != self.lease_id
+        if with_status:
+            params.append(status)
+        if with_lease:
+            params.append(self.lease_id)
+        params.append(self.row_id)
+        return _UPDATE_JOB[with_status, with_lease], tuple(params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -842,7 +869,11 @@ class SQLiteStore(Store):
             return (record, False) if isinstance(command, _Submit) else record
         # Not held while written: a write that fails on bad input leaves the earlier one.
         self._updating.pop(key, None)
-        self._defer_job(row_id, outcome, datasource, timestamp, out)
+        before = None
+        if row_id is not None and existing is not None and key not in out.rows:
+            # The row as the database holds it: its status and lease_id columns are the record's.
+            before = (existing.status.value, None if existing.lease is None else existing.lease.id)
+        self._defer_job(row_id, outcome, datasource, timestamp, out, before)
         if isinstance(command, _Submit):
             return (record, outcome.created)
         if outcome.then is not None:
@@ -878,8 +909,10 @@ class SQLiteStore(Store):
         datasource: Datasource,
         timestamp: int,
         out: _BatchResult,
+        before: tuple[str, str | None] | None = None,
     ) -> None:
-        """:meth:`write_job`, sent to the database by the next :meth:`_flush`."""
+        """:meth:`write_job`, sent to the database by the next :meth:`_flush`; ``before`` is the
+        status and lease id the row holds in the database, if known."""
         record = outcome.record
         text = _encode_record(record)
         data = lifecycle.entry_data(outcome)
@@ -890,7 +923,7 @@ class SQLiteStore(Store):
         key = (record.datasource_id, record.job)
         pending = out.rows.get(key)
         if pending is None:
-            out.rows[key] = _RowWrite(row_id, record, text, lease_id, due_at)
+            out.rows[key] = _RowWrite(row_id, record, text, lease_id, due_at, before)
         else:  # written earlier in the batch: its last state only (a new row stays new)
             pending.record, pending.text = record, text
             pending.lease_id, pending.due_at = lease_id, due_at
@@ -911,9 +944,13 @@ class SQLiteStore(Store):
                     if w.row_id is None
                 ],
             )
-            db.executemany(
-                _UPDATE_JOB, [(*w.columns(), w.row_id) for w in rows if w.row_id is not None]
-            )
+            updates: dict[str, list[tuple[Any, ...]]] = {}
+            for w in rows:
+                if w.row_id is not None:
+                    sql, params = w.update()
+                    updates.setdefault(sql, []).append(params)
+            for sql, params_list in updates.items():  # distinct jobs: the order does not matter
+                db.executemany(sql, params_list)
             out.rows.clear()
         entries = out.entries
         if not entries:

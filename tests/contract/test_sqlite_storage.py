@@ -10,6 +10,7 @@ import re
 import sqlite3
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from jobqueue_store import errors
 from jobqueue_store.models import Datasource, Status, StatusUpdate
 from jobqueue_store.storage import sqlite as sqlite_module
-from jobqueue_store.storage.sqlite import TERMINAL_SQL, UNFINISHED_SQL, SQLiteStore
+from jobqueue_store.storage.sqlite import TERMINAL_SQL, UNFINISHED_SQL, SQLiteStore, _in_thread
 from jobqueue_store.storage.sqlite_leases import SQL_CLAIMABLE
 
 
@@ -272,6 +273,61 @@ async def test_the_writer_keeps_the_rows_of_jobs_being_updated_within_bounds(
     finally:
         await store.close()
     assert len(store._updating) == 0
+
+
+def _row_columns(path: Path, dsid: str, job: str) -> tuple[Any, ...]:
+    """(status, lease_id, retry_at, due_at) of a job's row, read on a connection of its own."""
+    db = sqlite3.connect(path)
+    try:
+        row = db.execute(
+            "SELECT status, lease_id, retry_at, due_at FROM jobs"
+            " WHERE datasource_id = ? AND job = ?",
+            (dsid, job),
+        ).fetchone()
+    finally:
+        db.close()
+    assert row is not None
+    return tuple(row)
+
+
+async def test_an_update_names_status_and_lease_only_when_they_change(tmp_path: Path) -> None:
+    """An UPDATE that names an indexed column rewrites the entries of the indexes naming it even
+    when the value stays: a driver's progress report leaves status and lease_id out of its SET
+    list, a status change names the status; either way the row's columns agree with its record,
+    whether the writer read the row or kept it from the job's last update."""
+    path = tmp_path / "columns.sqlite3"
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        await store.put_datasource(Datasource("ds", ""))
+        await store.submit("ds", "j1", "app", {"n": 1})
+        statements: list[str] = []
+        assert store._writer_conn is not None
+        await _in_thread(store._writer_conn, lambda db: db.set_trace_callback(statements.append))
+
+        async def set_list(update: StatusUpdate) -> set[str]:
+            statements.clear()
+            record = await store.update_status("ds", "j1", update)
+            (sql,) = [s for s in statements if s.startswith("UPDATE jobs")]
+            clause = sql.split(" SET ", 1)[1].split(" WHERE ", 1)[0]
+            assert _row_columns(path, "ds", "j1") == (
+                record.status.value,
+                None,
+                record.retry_at,
+                None,
+            )
+            return {part.split(" = ", 1)[0] for part in clause.split(", ")}
+
+        progress = {"record", "updated_at", "retry_at", "due_at"}
+        assert await set_list(StatusUpdate(Status.ACCEPTED, progress=0.1)) == progress | {"status"}
+        assert await set_list(StatusUpdate(Status.ACCEPTED, progress=0.2)) == progress
+        store._updating.clear()  # the row is read again
+        assert await set_list(StatusUpdate(Status.ACCEPTED, progress=0.3)) == progress
+        assert await store.count_unfinished("ds", "app") == 1
+        assert await set_list(StatusUpdate(Status.COMPLETE)) == progress | {"status"}
+        assert await store.count_unfinished("ds", "app") == 0
+    finally:
+        await store.close()
 
 
 async def test_a_batch_writes_as_its_commands_ran_one_after_another(tmp_path: Path) -> None:
