@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+
+import orjson
 
 from jobqueue_store.config import Limits
 from jobqueue_store.models import Datasource, Status, StatusUpdate
@@ -169,6 +172,55 @@ async def test_chunked_body_over_the_limit_is_a_json_413(make_api: AppFactory) -
         "POST", "/ds1/job/", api.token(), expect=413, data=b"[" + b"1," * 600 + b"1]", headers=JSON
     )
     assert err["code"] == "too_large"
+
+
+async def _one_write(port: int, head: str, body: bytes) -> tuple[bytes, bytes]:
+    """Send a request in one write (body included, so it arrives with its headers); return the
+    status line and the body of the reply."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head.encode() + body)
+        await writer.drain()
+        status = await reader.readline()
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        return status, await reader.readexactly(length)
+    finally:
+        writer.close()
+
+
+async def test_a_whole_chunked_body_is_measured_against_the_limit(make_api: AppFactory) -> None:
+    """A chunked body that arrives whole with its headers is read at once: over the limit it is
+    a JSON 413, within it the job is stored with the request it carries."""
+    api = await _api_with(make_api, Limits(max_body=1000))
+    port = api.client.port
+    assert port is not None
+    head = (
+        "POST /ds1/job/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {api.token()}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+
+    def chunked(data: bytes) -> bytes:
+        return (
+            b"".join(
+                b"%x\r\n%s\r\n" % (len(data[i : i + 100]), data[i : i + 100])
+                for i in range(0, len(data), 100)
+            )
+            + b"0\r\n\r\n"
+        )
+
+    big = orjson.dumps({"job": "big", "request": "x" * 2000})
+    status, body = await _one_write(port, head, chunked(big))
+    assert status.startswith(b"HTTP/1.1 413")
+    assert orjson.loads(body)["code"] == "too_large"
+    small = orjson.dumps({"job": "small", "request": {"n": 1}})
+    status, body = await _one_write(port, head, chunked(small))
+    assert status.startswith(b"HTTP/1.1 201")
+    assert orjson.loads(body)["request"] == {"n": 1}
+    await api.call("GET", "/ds1/job/big/", api.token(), expect=404)
 
 
 async def test_wait_longer_than_max_wait_is_400(make_api: AppFactory) -> None:
