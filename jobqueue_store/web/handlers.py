@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestPayloadError
 
 from jobqueue_store import audit, codec, openapi, validation
@@ -32,17 +32,19 @@ async def read_json(request: web.Request) -> Any:
     """
     limits = request.app[SETTINGS].limits
     limit = limits.max_body
-    if request.content_length is not None and request.content_length > limit:
-        raise TooLarge(
-            f"The request body is {request.content_length} bytes; the limit is {limit} bytes."
-        )
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise TooLarge(f"The request body is {declared} bytes; the limit is {limit} bytes.")
     if not request.body_exists:
         raise BadRequest("The request has no body: send a JSON object.")
-    mimetype = request.content_type
-    if mimetype != "application/json" and not mimetype.endswith("+json"):
-        raise UnsupportedMediaType(
-            f"The body must be JSON with 'Content-Type: application/json', not '{mimetype}'."
-        )
+    # Most clients send exactly this: aiohttp's parse of the header (content_type) costs more
+    # than the comparison.
+    if request.headers.get(hdrs.CONTENT_TYPE) != "application/json":
+        mimetype = request.content_type
+        if mimetype != "application/json" and not mimetype.endswith("+json"):
+            raise UnsupportedMediaType(
+                f"The body must be JSON with 'Content-Type: application/json', not '{mimetype}'."
+            )
     content = request.content
     try:
         if content.is_eof():
