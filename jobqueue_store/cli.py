@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -343,6 +344,22 @@ def _connection_cap(limits: Limits, open_files: int | None) -> int:
     return cap
 
 
+GC_THRESHOLDS = (50_000, 50, 100)
+"""The cyclic garbage collector's thresholds while the store serves (Python's: 700, 10, 10).
+
+Requests allocate many short-lived objects, which reference counting frees, and the store keeps
+caches whose entries live for seconds (job rows a driver is updating, records status reads
+fetched): with Python's thresholds the collector ran often and walked those caches in its older
+generations. Raising them took the benchmark's durable submit from 0.45-0.46 to 0.49-0.51 of the
+bare handler and the driver update from 0.42 to 0.46-0.50; cyclic garbage (rare here) waits for
+50,000 allocations instead of 700 before it is freed."""
+
+
+def tune_gc() -> None:
+    """Set :data:`GC_THRESHOLDS` (``serve`` calls it once the server listens)."""
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def _serve_app(
     app: web.Application,
     settings: Settings,
@@ -381,6 +398,7 @@ async def _serve_app(
         watch_parent(loop, parent_fd, stop.set)
     if supervisor is not None:
         supervisor.start()
+    tune_gc()
     print(f"jobqueue-store listening on http://{settings.host}:{settings.port}", flush=True)
     status = 0
     try:
