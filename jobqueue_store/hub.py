@@ -85,6 +85,9 @@ class Subscription:
             return True
         self._waiter = asyncio.get_running_loop().create_future()
         try:
+            if timeout is None:  # no timer to start and cancel on every wait
+                await self._waiter
+                return True
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
             async with asyncio.timeout(timeout):
                 await self._waiter
@@ -93,6 +96,10 @@ class Subscription:
         finally:
             self._waiter = None
         return True
+
+    def wake(self) -> None:
+        """End a :meth:`wait` now, without an event (its caller has something else to check)."""
+        self._wake()
 
     def close(self) -> None:
         """Stop receiving events."""

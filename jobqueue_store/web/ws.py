@@ -70,6 +70,8 @@ REPLAY_PAGE: Final = 500
 """Events read from the store per page of an ``?after=`` replay."""
 MAX_AFTER: Final = 2**62
 SHUTDOWN_REASON: Final = "server shutting down"
+FRAME_HEADER_MAX: Final = 14
+"""Bytes a websocket frame's header adds to its payload, at most."""
 
 
 class _SlowConsumer(Exception):
@@ -87,12 +89,15 @@ class _Socket:
         "deadline",
         "driver",
         "dsid",
+        "expired",
+        "expiry",
         "hub",
         "last_sent",
         "limits",
         "sender",
         "store",
         "sub",
+        "transport",
         "ws",
     )
 
@@ -133,6 +138,12 @@ class _Socket:
         if expires_at is not None:
             loop = asyncio.get_running_loop()
             self.deadline = loop.time() + (expires_at - time.time())
+        self.expired = False
+        """The token's deadline has passed (set by the :attr:`expiry` timer)."""
+        self.expiry: asyncio.TimerHandle | None = None
+        self.transport: asyncio.Transport | None = None
+        """The connection's transport once upgraded (its write buffer decides whether a send
+        needs a timeout)."""
 
     # set-up -------------------------------------------------------------------------------------
     def subscribe(self) -> None:
@@ -204,22 +215,42 @@ class _Socket:
 
     async def _pump(self) -> tuple[int, str]:
         """Replay then live; return the close code and reason when the socket must close."""
-        if self.after is not None:
-            await self._replay()
-        loop = asyncio.get_running_loop()
-        while True:
-            sub = self.sub
-            assert sub is not None
-            timeout = None if self.deadline is None else max(0.0, self.deadline - loop.time())
-            if self.deadline is not None and timeout == 0.0:
-                return CLOSE_TOKEN_EXPIRED, "token expired"
-            if not await sub.wait(timeout):
-                continue  # the deadline passed: caught at the top of the loop
-            if sub.overflowed:
-                raise _SlowConsumer
-            for event in sub.drain():
-                if event.seq > self.last_sent:
-                    await self._send(event)
+        # One timer for the token's expiry wakes the sender; a timeout around each wait would
+        # start and cancel a timer for every event sent.
+        if self.deadline is not None:
+            self._arm_expiry()
+        try:
+            if self.after is not None:
+                await self._replay()
+            while True:
+                if self.expired:
+                    return CLOSE_TOKEN_EXPIRED, "token expired"
+                sub = self.sub
+                assert sub is not None
+                await sub.wait()
+                if sub.overflowed:
+                    raise _SlowConsumer
+                for event in sub.drain():
+                    if event.seq > self.last_sent:
+                        await self._send(event)
+        finally:
+            if self.expiry is not None:
+                self.expiry.cancel()
+                self.expiry = None
+
+    def _arm_expiry(self) -> None:
+        assert self.deadline is not None
+        self.expiry = asyncio.get_running_loop().call_at(self.deadline, self._on_expiry)
+
+    def _on_expiry(self) -> None:
+        self.expiry = None
+        assert self.deadline is not None
+        if asyncio.get_running_loop().time() < self.deadline:
+            self._arm_expiry()  # a timer may fire up to the clock's resolution early
+            return
+        self.expired = True
+        if self.sub is not None:
+            self.sub.wake()
 
     async def _replay(self) -> None:
         while True:
@@ -282,6 +313,18 @@ class _Socket:
         await self._send_frame(event.seq, frame)
 
     async def _send_frame(self, seq: int, frame: bytes) -> None:
+        transport = self.transport
+        if (
+            transport is not None
+            and not transport.get_write_buffer_size()
+            and len(frame) < transport.get_write_buffer_limits()[1] - FRAME_HEADER_MAX
+        ):
+            # Nothing is waiting to be written and the frame is under the transport's
+            # high-water mark: writing it cannot pause the connection, so the send does not
+            # wait for the peer, and needs no timer (the usual case, once per event).
+            await self.ws.send_frame(frame, WSMsgType.TEXT)
+            self.last_sent = seq
+            return
         try:
             async with asyncio.timeout(self.limits.ws_send_timeout):
                 await self.ws.send_frame(frame, WSMsgType.TEXT)
@@ -423,6 +466,7 @@ async def _subscription(request: web.Request, *, driver: bool) -> web.StreamResp
     try:
         sock.subscribe()
         await ws.prepare(request)
+        sock.transport = request.transport
         if subscribers.closing:  # shutdown began during the upgrade
             await sock.close(WSCloseCode.GOING_AWAY, SHUTDOWN_REASON)
         else:

@@ -15,7 +15,7 @@ from aiohttp import WSMsgType
 
 from jobqueue_store.config import Limits
 from jobqueue_store.web import ws as ws_module
-from jobqueue_store.web.keys import STORE
+from jobqueue_store.web.keys import HUB, STORE
 from tests.web.conftest import Api, AppFactory
 from tests.wire import validate
 
@@ -434,6 +434,51 @@ async def test_expired_token_closes_with_4001(api: Api) -> None:
     ws = await connect(api, "/sub/ds1/job", tok)
     msg = await receive_close(ws)
     assert msg.data == 4001 and msg.extra == "token expired"
+
+
+async def test_expired_token_closes_a_socket_that_keeps_sending(api: Api) -> None:
+    # The expiry timer, not a pause between events, ends the socket: jobs keep coming.
+    ws = await connect(api, "/sub/ds1/job", api.token(ttl=2))
+    submitter = api.token()
+    for i in itertools.count():
+        await submit(api, submitter, f"j{i}")
+        msg = await asyncio.wait_for(ws.receive(), WAIT)
+        if msg.type is not WSMsgType.TEXT:
+            break
+        assert i < 10_000, "the socket outlived its token"
+    assert msg.type is WSMsgType.CLOSE
+    assert msg.data == 4001 and msg.extra == "token expired"
+
+
+async def test_an_early_expiry_timer_is_armed_again(api: Api) -> None:
+    # A loop may run a timer up to its clock's resolution early: the token has not expired
+    # then, and the timer is set again for the deadline.
+    loop = asyncio.get_running_loop()
+    sock = ws_module._Socket(
+        aiohttp.web.WebSocketResponse(),
+        hub=api.client.app[HUB],
+        store=api.client.app[STORE],
+        limits=Limits(),
+        dsid="ds1",
+        client="app1",
+        driver=False,
+        after=None,
+        expires_at=None,
+    )
+    sock.subscribe()
+    assert sock.sub is not None
+    sock.deadline = loop.time() + 60
+    sock._on_expiry()
+    assert not sock.expired and sock.expiry is not None
+    assert sock.expiry.when() == sock.deadline
+    sock.expiry.cancel()
+    waiting = asyncio.create_task(sock.sub.wait())
+    await asyncio.sleep(0)
+    sock.deadline = loop.time()
+    sock._on_expiry()
+    assert sock.expired and sock.expiry is None
+    assert await asyncio.wait_for(waiting, WAIT), "the waiting sender is woken"
+    sock.unsubscribe()
 
 
 async def test_shutdown_closes_every_socket_with_1001(api: Api) -> None:
