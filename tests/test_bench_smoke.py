@@ -5,14 +5,17 @@ Nothing here asserts a timing: only that every row of the table came out with nu
 
 from __future__ import annotations
 
+import asyncio
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 
-from bench import celery_row, load, run
+from bench import celery_row, load, rawhttp, run
 from bench.procs import baseline_proc, free_port
 
 WRK_REPORT = """Running 5s test @ http://127.0.0.1:8080
@@ -134,3 +137,64 @@ def test_quick_run_produces_every_row(tmp_path: Path) -> None:
         assert numbers, row
         assert all(math.isfinite(x) for x in numbers), row
     assert results["table"].count("\n") == len(expected_rows) + 1
+
+
+def test_raw_http_head_parser() -> None:
+    head = rawhttp.parse_head(b"HTTP/1.1 201 Created\r\nContent-Length: 12\r\nX-A: b")
+    assert (head.status, head.length, head.close) == (201, 12, False)
+    head = rawhttp.parse_head(b"HTTP/1.1 400 Bad\r\ncontent-length: 0\r\nConnection: close")
+    assert (head.status, head.length, head.close) == (400, 0, True)
+    head = rawhttp.parse_head(b"HTTP/1.0 200 OK\r\nContent-Length: 1")
+    assert head.close, "HTTP/1.0 closes unless it says keep-alive"
+    head = rawhttp.parse_head(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive")
+    assert not head.close
+    for bad in (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked",
+        b"HTTP/1.1 200 OK",
+        b"SSH-2.0-OpenSSH",
+    ):
+        with pytest.raises(rawhttp.ResponseError):
+            rawhttp.parse_head(bad)
+
+
+async def test_raw_http_reply_in_pieces_and_two_in_one_read() -> None:
+    loop = asyncio.get_running_loop()
+    connection = rawhttp._Connection()
+    reply = b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\n\r\nhello"
+    connection.waiter = loop.create_future()
+    for i in range(len(reply)):
+        connection.data_received(reply[i : i + 1])
+    assert connection.waiter is None
+    first = loop.create_future()
+    connection.waiter = first
+    connection.data_received(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}HTTP/1.1 2")
+    assert first.result() == 404
+    second = loop.create_future()
+    connection.waiter = second
+    connection.data_received(b"00 OK\r\nContent-Length: 0\r\n\r\n")
+    assert second.result() == 200
+
+
+async def test_raw_http_pool_keeps_its_connection(aiohttp_server: Any) -> None:
+    bodies: list[bytes] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        bodies.append(await request.read())
+        return web.json_response(
+            {"n": len(bodies)}, status=201 if request.method == "POST" else 200
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    server = await aiohttp_server(app)
+    pool = rawhttp.RawHttpPool("127.0.0.1", server.port)
+    try:
+        headers = {"Content-Type": "application/json"}
+        for i in range(3):
+            raw = pool.request_bytes("POST", f"/ds/job/{i}", headers, b'{"i":%d}' % i)
+            assert await pool.request(raw) == 201
+        assert await pool.request(pool.request_bytes("PUT", "/x", {}, b"")) == 200
+        assert bodies == [b'{"i":0}', b'{"i":1}', b'{"i":2}', b""]
+        assert len(pool._all) == 1, "one connection, kept alive and reused"
+    finally:
+        pool.close()
