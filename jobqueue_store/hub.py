@@ -64,9 +64,10 @@ class Subscription:
             self._items.clear()
         else:
             self._items.append(event)
-        self._wake()
+        self.wake()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """End a :meth:`wait` now (an event came, or its caller has something else to check)."""
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -97,14 +98,10 @@ class Subscription:
             self._waiter = None
         return True
 
-    def wake(self) -> None:
-        """End a :meth:`wait` now, without an event (its caller has something else to check)."""
-        self._wake()
-
     def close(self) -> None:
         """Stop receiving events."""
         self._hub._remove(self)
-        self._wake()
+        self.wake()
 
     def __enter__(self) -> Subscription:
         return self
