@@ -89,7 +89,6 @@ class _Socket:
         "deadline",
         "driver",
         "dsid",
-        "expired",
         "expiry",
         "hub",
         "last_sent",
@@ -138,8 +137,6 @@ class _Socket:
         if expires_at is not None:
             loop = asyncio.get_running_loop()
             self.deadline = loop.time() + (expires_at - time.time())
-        self.expired = False
-        """The token's deadline has passed (set by the :attr:`expiry` timer)."""
         self.expiry: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         """The connection's transport once upgraded (its write buffer decides whether a send
@@ -238,18 +235,21 @@ class _Socket:
                 self.expiry.cancel()
                 self.expiry = None
 
+    @property
+    def expired(self) -> bool:
+        """The token's deadline has passed."""
+        deadline = self.deadline
+        return deadline is not None and asyncio.get_running_loop().time() >= deadline
+
     def _arm_expiry(self) -> None:
         assert self.deadline is not None
         self.expiry = asyncio.get_running_loop().call_at(self.deadline, self._on_expiry)
 
     def _on_expiry(self) -> None:
         self.expiry = None
-        assert self.deadline is not None
-        if asyncio.get_running_loop().time() < self.deadline:
+        if not self.expired:
             self._arm_expiry()  # a timer may fire up to the clock's resolution early
-            return
-        self.expired = True
-        if self.sub is not None:
+        elif self.sub is not None:
             self.sub.wake()
 
     async def _replay(self) -> None:
@@ -313,27 +313,29 @@ class _Socket:
         await self._send_frame(event.seq, frame)
 
     async def _send_frame(self, seq: int, frame: bytes) -> None:
+        if self._sends_at_once(len(frame)):
+            await self.ws.send_frame(frame, WSMsgType.TEXT)  # no timer: it cannot wait
+        else:
+            try:
+                async with asyncio.timeout(self.limits.ws_send_timeout):
+                    await self.ws.send_frame(frame, WSMsgType.TEXT)
+            except TimeoutError:
+                # Without compression aiohttp writes the frame to the transport before waiting
+                # for it to drain, so a frame whose send timed out is still delivered first.
+                self.last_sent = seq
+                raise _SlowConsumer from None
+        self.last_sent = seq
+
+    def _sends_at_once(self, size: int) -> bool:
+        """Whether a frame of ``size`` bytes goes out without waiting for the peer: nothing is
+        waiting to be written and the frame is under the transport's high-water mark, so
+        writing it cannot pause the connection (the usual case, once per event)."""
         transport = self.transport
-        if (
+        return (
             transport is not None
             and not transport.get_write_buffer_size()
-            and len(frame) < transport.get_write_buffer_limits()[1] - FRAME_HEADER_MAX
-        ):
-            # Nothing is waiting to be written and the frame is under the transport's
-            # high-water mark: writing it cannot pause the connection, so the send does not
-            # wait for the peer, and needs no timer (the usual case, once per event).
-            await self.ws.send_frame(frame, WSMsgType.TEXT)
-            self.last_sent = seq
-            return
-        try:
-            async with asyncio.timeout(self.limits.ws_send_timeout):
-                await self.ws.send_frame(frame, WSMsgType.TEXT)
-        except TimeoutError:
-            # Without compression aiohttp writes the frame to the transport before waiting
-            # for it to drain, so a frame whose send timed out is still delivered first.
-            self.last_sent = seq
-            raise _SlowConsumer from None
-        self.last_sent = seq
+            and size < transport.get_write_buffer_limits()[1] - FRAME_HEADER_MAX
+        )
 
     # closing ------------------------------------------------------------------------------------
     async def close(self, code: int, reason: str) -> None:
