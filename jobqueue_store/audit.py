@@ -77,18 +77,23 @@ def audit_record(
     }
 
 
-_second: list[Any] = [-1, ""]
-"""The second of the last timestamp and its text up to the milliseconds."""
+_stamp: list[Any] = [-1, "", -1, ""]
+"""The second of the last timestamp and its text up to the milliseconds; the millisecond of the
+last timestamp and its whole text (a busy store writes several lines a millisecond)."""
 
 
 def _timestamp() -> str:
     """Now in UTC, ISO 8601 with milliseconds (the text of the second is made once a second)."""
-    now = time.time()
-    second = int(now)
-    if second != _second[0]:
-        _second[0] = second
-        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
-    return f"{_second[1]}{int((now - second) * 1000):03d}Z"
+    ms = time.time_ns() // 1_000_000
+    if ms == _stamp[2]:
+        return _stamp[3]  # type: ignore[no-any-return]
+    second, milli = divmod(ms, 1000)
+    if second != _stamp[0]:
+        _stamp[0] = second
+        _stamp[1] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+    text = f"{_stamp[1]}{milli:03d}Z"
+    _stamp[2], _stamp[3] = ms, text
+    return text
 
 
 def emit(

@@ -164,9 +164,7 @@ def decide_cancel(
     if existing.terminal or existing.cancel_requested:
         return Outcome(existing, None)
     if datasource is not None and datasource.leased:
-        from jobqueue_store.leases import decide_leased_cancel
-
-        ended = decide_leased_cancel(existing, now=timestamp)
+        ended = leases.decide_leased_cancel(existing, now=timestamp)
         if ended is not None:
             return ended
     record = replace(
@@ -206,8 +204,6 @@ def decide_update(
     ``rollback`` rolls back (:mod:`jobqueue_store.revisions`; ``history``: the job's revisions,
     needed when :func:`~jobqueue_store.revisions.needs_history` says so).
     """
-    from jobqueue_store import revisions
-
     older = revisions.check_revision(existing, update, timestamp=timestamp)
     if older is not None:
         return older
@@ -225,11 +221,7 @@ def _decide_update(
     datasource: Datasource | None,
     rand: float,
 ) -> Outcome:
-    from jobqueue_store import revisions
-
     if datasource is not None:
-        from jobqueue_store import leases
-
         if datasource.leased:
             return leases.decide_leased_update(
                 existing, update, datasource, now=timestamp, rand=rand
@@ -256,3 +248,8 @@ def _decide_update(
         updated_at=max(timestamp, existing.updated_at),
     )
     return Outcome(record, "status")
+
+
+# Imported last: both modules build on this one's definitions. Imported inside the functions
+# instead, every driver update would pay for the import statements (about 0.3 us each).
+from jobqueue_store import leases, revisions  # noqa: E402

@@ -45,7 +45,7 @@ async def store_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         principal = authenticate(request, match, name)
         if principal is not None and principal.role is Role.DRIVER:
-            with metrics.presence(name, request.path, match.get("dsid"), principal):
+            with metrics.presence(name, _path(request), match.get("dsid"), principal):
                 response = await handler(request)
         else:
             response = await handler(request)
@@ -71,6 +71,15 @@ async def store_middleware(request: web.Request, handler: Handler) -> web.Stream
     if method in audit.WRITE_METHODS:
         audit.emit(request, status, code, principal)
     return response
+
+
+def _path(request: web.Request) -> str:
+    """``request.path``, without building a URL (about 1 us) when the request line's path is
+    already that: no escapes and no dot segments, the query cut off."""
+    raw = request.raw_path.partition("?")[0]
+    if "%" in raw or "/." in raw or "#" in raw:
+        return request.path
+    return raw
 
 
 def authenticate(

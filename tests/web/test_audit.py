@@ -178,3 +178,21 @@ async def test_audit_log_file_survives_rotation(api: Api, tmp_path: Path) -> Non
     assert path.exists()
     text = rotated.read_text() + path.read_text()
     assert sorted(orjson.loads(line)["job"] for line in text.splitlines()) == ["j1", "j2", "j3"]
+
+
+def test_timestamps_are_utc_milliseconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The line's time: ISO 8601 UTC with milliseconds, made again when the millisecond or the
+    second changes (it is kept for the rest of a millisecond)."""
+    from jobqueue_store import audit
+
+    now = [1_767_323_045_678_123_456]  # 2026-01-02T03:04:05.678123456Z
+    monkeypatch.setattr(audit.time, "time_ns", lambda: now[0])
+    assert audit._timestamp() == "2026-01-02T03:04:05.678Z"
+    now[0] += 300_000  # the same millisecond
+    assert audit._timestamp() == "2026-01-02T03:04:05.678Z"
+    now[0] += 1_000_000
+    assert audit._timestamp() == "2026-01-02T03:04:05.679Z"
+    now[0] += 321_000_000  # the next second
+    assert audit._timestamp() == "2026-01-02T03:04:06.000Z"
+    now[0] += 3_600_000_000_000 + 5_000_000
+    assert audit._timestamp() == "2026-01-02T04:04:06.005Z"

@@ -20,7 +20,7 @@ def _app() -> web.Application:
         return web.Response(body=BODY, status=int(request.match_info["status"]), content_type=JSON)
 
     async def fast(request: web.Request) -> web.Response:
-        return JsonReply(body=BODY, status=int(request.match_info["status"]), content_type=JSON)
+        return JsonReply(BODY, int(request.match_info["status"]))
 
     app = web.Application()
     app.router.add_route("*", "/plain/{status}", plain)
@@ -69,3 +69,15 @@ async def test_same_bytes_as_aiohttp(status: int, request_head: str, aiohttp_ser
     )
     assert plain.startswith(b"HTTP/1.")
     assert fast == plain
+
+
+@pytest.mark.parametrize("status", [200, 201, 404, 503])
+def test_built_as_aiohttp_builds_it(status: int) -> None:
+    """JsonReply sets its state itself: it is the state aiohttp's constructor sets."""
+    fast = JsonReply(BODY, status)
+    plain = web.Response(body=BODY, status=status, content_type=JSON)
+    assert {k: v for k, v in vars(fast).items() if k != "_headers"} == {
+        k: v for k, v in vars(plain).items() if k != "_headers"
+    }
+    assert list(fast.headers.items()) == list(plain.headers.items()) == [("Content-Type", JSON)]
+    assert (fast.status, fast.reason, fast.body) == (plain.status, plain.reason, plain.body)
