@@ -138,6 +138,13 @@ _UPDATE_JOB = {
     for with_status in (False, True)
     for with_lease in (False, True)
 }
+# The rows of several jobs of one datasource in one statement (the job ids as a JSON array): a
+# batch's jobs are looked up at once rather than with one SELECT each (about 2.5 us each). The
+# array is bound as TEXT: SQLite 3.45 and later read a BLOB given to json_each as JSONB.
+_SELECT_JOBS = (
+    "SELECT job, id, record FROM jobs WHERE datasource_id = ? "
+    "AND job IN (SELECT value FROM json_each(?))"
+)
 _INSERT_EVENT = (
     "INSERT INTO events (datasource_id, type, job, client, timestamp, data, record)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -227,6 +234,17 @@ class _BatchResult:
     has not yet sent to the database (the last state of each job)."""
     entries: list[_EventWrite] = field(default_factory=list)
     """Their events, in order, not yet sent either."""
+    looked_up: frozenset[tuple[str, str]] = frozenset()
+    """Jobs whose rows were read at the start of the batch, into ``found`` (absent: no row).
+    Emptied as soon as the batch writes rows to the database itself."""
+    found: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
+    """(row id, record as stored) of those of ``looked_up`` that have a row."""
+
+
+def _forget_looked_up(out: _BatchResult) -> None:
+    """Read the batch's jobs one by one from now on."""
+    out.looked_up = frozenset()
+    out.found.clear()
 
 
 @dataclass(slots=True)
@@ -764,6 +782,8 @@ class SQLiteStore(Store):
         out = _BatchResult()
         db.execute("BEGIN IMMEDIATE")
         try:
+            if len(commands) > 1:
+                self._look_up(db, commands, out)
             for command in commands:
                 if type(command) not in _JOB_COMMANDS:
                     self._flush(db, out)  # it reads and writes the database itself
@@ -896,11 +916,33 @@ class SQLiteStore(Store):
             kept = self._updating.get(key)
             if kept is not None:
                 return kept
-        # Reads see the batch's flushed writes: same connection, same transaction.
-        row = db.execute(
-            "SELECT id, record FROM jobs WHERE datasource_id = ? AND job = ?", key
-        ).fetchone()
+        if key in out.looked_up:
+            row = out.found.get(key)
+        else:
+            # Reads see the batch's flushed writes: same connection, same transaction.
+            row = db.execute(
+                "SELECT id, record FROM jobs WHERE datasource_id = ? AND job = ?", key
+            ).fetchone()
         return (None, None) if row is None else (row[0], _decode_record(row[1]))
+
+    def _look_up(self, db: sqlite3.Connection, commands: list[_Command], out: _BatchResult) -> None:
+        """Read the rows of the batch's submits, cancels and updates in one statement per
+        datasource, for :meth:`_job_row` (a row a driver's update holds is not read)."""
+        wanted: dict[str, list[str]] = {}
+        updating = self._updating
+        for command in commands:
+            if isinstance(command, _Submit) or (
+                isinstance(command, _Cancel | _Update)
+                and (command.dsid, command.job) not in updating
+            ):
+                wanted.setdefault(command.dsid, []).append(command.job)
+        if sum(map(len, wanted.values())) < 2:
+            return
+        found = out.found
+        for dsid, jobs in wanted.items():
+            for job, row_id, record in db.execute(_SELECT_JOBS, (dsid, codec.dumps_str(jobs))):
+                found[dsid, job] = (row_id, record)
+        out.looked_up = frozenset((dsid, job) for dsid, jobs in wanted.items() for job in jobs)
 
     def _defer_job(
         self,
@@ -934,6 +976,10 @@ class SQLiteStore(Store):
 
     def _flush(self, db: sqlite3.Connection, out: _BatchResult) -> None:
         """Send the batch's deferred job rows and events to the database."""
+        if out.looked_up:
+            # The database holds the batch's rows from now on (and what a command other than a
+            # submit, cancel or update writes after this): they are read one by one again.
+            _forget_looked_up(out)
         if out.rows:
             rows = out.rows.values()
             db.executemany(

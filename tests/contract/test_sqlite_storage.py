@@ -377,3 +377,46 @@ async def test_a_batch_writes_as_its_commands_ran_one_after_another(tmp_path: Pa
             assert await store.get_job(record.datasource_id, record.job) == record
     finally:
         await store.close()
+
+
+async def test_a_batch_reads_the_rows_of_its_jobs_in_one_statement(tmp_path: Path) -> None:
+    """The rows a batch's submits, cancels and updates need are read together at its start (a
+    row kept from a driver's last update is not read again); each command still decides against
+    the row as the commands before it left it, and a job with no row is new or not found."""
+    store = SQLiteStore(tmp_path / "lookup.sqlite3")
+    await store.open()
+    try:
+        await store.put_datasource(Datasource("ds", ""))
+        for job in ("x", "y", "kept"):
+            await store.submit("ds", job, "app", {"job": job})
+        kept = await store.update_status("ds", "kept", StatusUpdate(Status.ACCEPTED))
+        assert ("ds", "kept") in store._updating
+        statements: list[str] = []
+        assert store._writer_conn is not None
+        await _in_thread(store._writer_conn, lambda db: db.set_trace_callback(statements.append))
+        landed = store._landed
+        results = await asyncio.gather(
+            store.submit("ds", "z", "app", {"job": "z"}),
+            store.submit("ds", "y", "app", {"job": "y"}),  # a repeat
+            store.cancel("ds", "x", "app"),
+            store.update_status("ds", "y", StatusUpdate(Status.RUNNING)),
+            store.update_status("ds", "kept", StatusUpdate(Status.RUNNING, progress=0.5)),
+            store.submit("ds", "z", "app", {"job": "z"}),  # new earlier in this batch
+            store.cancel("ds", "ghost", "app"),
+            store.submit("ds", "x", "other", {"job": "x"}),  # the id is taken
+            return_exceptions=True,
+        )
+        await _in_thread(store._writer_conn, lambda db: db.set_trace_callback(None))
+        assert store._landed == landed + 1, "one batch"
+        (z1, z_new), (y0, y_new), x1, y1, kept1, (z2, z_again), ghost, taken = results
+        assert z_new and not y_new and not z_again and z2 == z1
+        assert y0.version == 1 and y1.status is Status.RUNNING and y1.version == 2
+        assert x1.cancel_requested and kept1.version == kept.version + 1
+        assert isinstance(ghost, errors.NotFound) and isinstance(taken, errors.Conflict)
+        reads = [s for s in statements if s.startswith("SELECT") and " FROM jobs " in s]
+        assert len(reads) == 1 and reads[0].startswith("SELECT job, id, record FROM jobs"), reads
+        assert '"kept"' not in reads[0] and all(f'"{j}"' in reads[0] for j in "xyz")
+        for record in (z1, x1, y1, kept1):
+            assert await store.get_job("ds", record.job) == record
+    finally:
+        await store.close()
