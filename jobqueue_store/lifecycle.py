@@ -9,7 +9,6 @@ to append, or ``None`` when nothing changes (an idempotent repeat).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from jobqueue_store import codec
@@ -20,6 +19,7 @@ from jobqueue_store.models import (
     JobRecord,
     Status,
     StatusUpdate,
+    evolve,
     immutable,
 )
 
@@ -167,7 +167,7 @@ def decide_cancel(
         ended = leases.decide_leased_cancel(existing, now=timestamp)
         if ended is not None:
             return ended
-    record = replace(
+    record = evolve(
         existing,
         cancel_requested=True,
         version=existing.version + 1,
@@ -237,7 +237,7 @@ def _decide_update(
         return Outcome(existing, None)
     if not changed:
         return Outcome(existing, None)
-    record = replace(
+    record = evolve(
         existing,
         status=update.status,
         response=update.response if update.has_response else None,

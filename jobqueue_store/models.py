@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
+import operator
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar, dataclass_transform
 
 import orjson
@@ -310,6 +311,21 @@ class JobRecord:
             schedule=data.get("schedule"),
             scheduled_for=data.get("scheduled_for"),
         )
+
+
+_RECORD_VALUES = operator.attrgetter(*(f.name for f in fields(JobRecord) if f.init))
+
+
+def evolve(record: JobRecord, **changes: Any) -> JobRecord:
+    """``dataclasses.replace(record, **changes)`` at about two thirds of its cost (it runs on
+    every update and cancel): a copy through the constructor, then the changed fields set. The
+    copy's JSON encoding is made anew."""
+    new = JobRecord(*_RECORD_VALUES(record))
+    for name, value in changes.items():
+        if name == "_wire":
+            raise TypeError("evolve() cannot set _wire")
+        object.__setattr__(new, name, value)
+    return new
 
 
 @immutable
