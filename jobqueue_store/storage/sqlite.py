@@ -815,6 +815,8 @@ class SQLiteStore(Store):
         return max(self.clock.now_ms(), self._last_ts.get(dsid, 0))
 
     def _apply(self, db: sqlite3.Connection, command: _Command, out: _BatchResult) -> Any:
+        if isinstance(command, _Submit | _Cancel | _Update):  # nearly every command: tested first
+            return self._apply_job(db, command, out)
         if type(command) not in _ROW_BY_ROW:
             out.uncached = True
             self._updating.clear()  # this command may write job rows: none is kept
@@ -841,6 +843,13 @@ class SQLiteStore(Store):
             return sr.apply(self, db, command, out)
         if isinstance(command, ss.SCHEDULE_COMMANDS):
             return ss.apply(self, db, command, out)
+        raise TypeError(f"not a write command: {command!r}")
+
+    def _apply_job(
+        self, db: sqlite3.Connection, command: _Submit | _Cancel | _Update, out: _BatchResult
+    ) -> Any:
+        """A submit, cancel or update: decided against the row as the batch sees it; the row
+        and the event are written by the next :meth:`_flush`."""
         dsid = command.dsid
         datasource = self.datasource_in(dsid, out)
         key = (dsid, command.job)
