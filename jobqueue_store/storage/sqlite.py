@@ -241,12 +241,6 @@ class _BatchResult:
     """(row id, record as stored) of those of ``looked_up`` that have a row."""
 
 
-def _forget_looked_up(out: _BatchResult) -> None:
-    """Read the batch's jobs one by one from now on."""
-    out.looked_up = frozenset()
-    out.found.clear()
-
-
 @dataclass(slots=True)
 class _RowWrite:
     """A job row to write: a new one if ``row_id`` is ``None``. ``before`` is the status and
@@ -988,7 +982,8 @@ class SQLiteStore(Store):
         if out.looked_up:
             # The database holds the batch's rows from now on (and what a command other than a
             # submit, cancel or update writes after this): they are read one by one again.
-            _forget_looked_up(out)
+            out.looked_up = frozenset()
+            out.found.clear()
         if out.rows:
             rows = out.rows.values()
             db.executemany(
