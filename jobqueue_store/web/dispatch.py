@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from aiohttp import hdrs, web
 from aiohttp.web_urldispatcher import AbstractRoute, UrlMappingMatchInfo
 
-from jobqueue_store.web.middleware import store_middleware
+from jobqueue_store.web.middleware import is_plain_path, store_middleware
 
 TRAILING = "{trailing_slash}"
 """How the optional trailing slash every protocol route takes appears in its formatter."""
@@ -86,7 +86,7 @@ class Dispatcher:
         """The route and parameters of ``method path`` (``path`` as the request line has it,
         without the query), or ``None`` when aiohttp should decide: for paths with escapes,
         dot segments, a fragment or other than ASCII characters, which aiohttp normalises."""
-        if "%" in path or "/." in path or "#" in path or not path.isascii():
+        if not is_plain_path(path):
             return None
         slash = ""
         if len(path) > 1 and path[-1] == "/":

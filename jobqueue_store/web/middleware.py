@@ -73,13 +73,17 @@ async def store_middleware(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
+def is_plain_path(path: str) -> bool:
+    """Whether aiohttp leaves ``path`` (a request line's path, without the query) as it is: no
+    percent-escapes, dot segments, fragment or characters other than ASCII to normalise."""
+    return not ("%" in path or "/." in path or "#" in path) and path.isascii()
+
+
 def _path(request: web.Request) -> str:
     """``request.path``, without building a URL (about 1 us) when the request line's path is
-    already that: no escapes and no dot segments, the query cut off."""
+    already that (:func:`is_plain_path`; the query cut off)."""
     raw = request.raw_path.partition("?")[0]
-    if "%" in raw or "/." in raw or "#" in raw:
-        return request.path
-    return raw
+    return raw if is_plain_path(raw) else request.path
 
 
 def authenticate(
