@@ -55,10 +55,12 @@ class Outcome:
 
 
 def request_entry_data(record: JobRecord, timeout: int | None = None) -> dict[str, Any]:
-    """The data of a ``request`` entry: the job record as submitted."""
-    data = {"job": record.job, "client": record.client, "request": record.request}
+    """The data of a ``request`` entry: the job as submitted. ``request`` comes last: the stores
+    keep the entry's data without it and the request's text apart (``models.with_request``)."""
+    data: dict[str, Any] = {"job": record.job, "client": record.client}
     if timeout is not None:
         data["timeout"] = timeout
+    data["request"] = record.request
     return data
 
 

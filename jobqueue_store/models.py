@@ -229,6 +229,10 @@ class JobRecord:
     """The fire time (ms) this run was created for (runs only)."""
     _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
     """:meth:`wire_bytes`, once computed (a record is immutable; ``replace`` starts afresh)."""
+    _rest: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    """:meth:`rest_bytes`, once computed."""
+    _req: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    """:meth:`request_bytes`, once computed (:func:`evolve` keeps it when the request stays)."""
 
     @property
     def terminal(self) -> bool:
@@ -241,18 +245,41 @@ class JobRecord:
         cannot hold."""
         wire = self._wire
         if wire is None:
-            wire = orjson.dumps(self.to_wire())
+            wire = with_request(self.rest_bytes(), self.request_bytes())
             object.__setattr__(self, "_wire", wire)
         return wire
 
+    def rest_bytes(self) -> bytes:
+        """:meth:`wire_bytes` without the ``request`` member: what the stores keep in a row
+        whose request is stored once, in the log entry that brought it."""
+        rest = self._rest
+        if rest is None:
+            rest = orjson.dumps(self._rest_wire())
+            object.__setattr__(self, "_rest", rest)
+        return rest
+
+    def request_bytes(self) -> bytes:
+        """The request as JSON text, encoded once."""
+        req = self._req
+        if req is None:
+            req = orjson.dumps(self.request)
+            object.__setattr__(self, "_req", req)
+        return req
+
     def to_wire(self) -> dict[str, Any]:
-        """The status record as sent to clients and drivers."""
+        """The status record as sent to clients and drivers. ``request`` is its last member,
+        so that the stored text without it (:meth:`rest_bytes`) and the request's own text make
+        the whole by concatenation (:func:`with_request`)."""
+        out = self._rest_wire()
+        out["request"] = self.request
+        return out
+
+    def _rest_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "job": self.job,
             "client": self.client,
             "datasource_id": self.datasource_id,
             "status": self.status.value,
-            "request": self.request,
         }
         if self.has_response:
             out["response"] = self.response
@@ -322,10 +349,27 @@ def evolve(record: JobRecord, **changes: Any) -> JobRecord:
     copy's JSON encoding is made anew."""
     new = JobRecord(*_RECORD_VALUES(record))
     for name, value in changes.items():
-        if name == "_wire":
-            raise TypeError("evolve() cannot set _wire")
+        if name.startswith("_"):
+            raise TypeError(f"evolve() cannot set {name}")
         object.__setattr__(new, name, value)
+    if "request" not in changes:
+        object.__setattr__(new, "_req", record._req)
     return new
+
+
+def with_request(rest: bytes, request: bytes) -> bytes:
+    """The JSON object ``rest`` (non-empty, as orjson writes it) with ``"request": request``
+    appended as its last member: a record or an entry's data whose request is stored apart."""
+    return rest[:-1] + b',"request":' + request + b"}"
+
+
+def record_from_parts(rest: bytes | str, request: bytes | str | None) -> JobRecord:
+    """A record from its stored text and, when the row keeps its request apart, the request's
+    text (``None``: ``rest`` holds the whole record, as rows written before that did)."""
+    data = orjson.loads(rest)
+    if request is not None:
+        data["request"] = orjson.loads(request)
+    return JobRecord.from_wire(data)
 
 
 @immutable

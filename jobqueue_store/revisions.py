@@ -77,16 +77,17 @@ class Revision:
 
 
 def update_entry_data(record: JobRecord, previous: int) -> dict[str, Any]:
-    """The data of an ``update`` entry: the new revision's request and numbers."""
+    """The data of an ``update`` entry: the new revision's numbers and request (last, as in a
+    ``request`` entry)."""
     data: dict[str, Any] = {
         "job": record.job,
         "client": record.client,
-        "request": record.request,
         "revision": record.revision,
         "previous_revision": previous,
     }
     if record.rollback_of is not None:
         data["rollback_of"] = record.rollback_of
+    data["request"] = record.request
     return data
 
 

@@ -24,6 +24,12 @@ Several store processes may share one database (behind a load balancer). The des
   notification is only a wake-up.
 - **Retention**: :meth:`PostgresStore.purge` is a command of the writer too, so it holds the log
   lock: purges of several processes and every write are serialised, and it commits atomically.
+- **Requests are stored once** (schema 7): in the ``request`` or ``update`` entry that brought
+  the revision (``events.request``; the entry's ``data`` without its ``request`` member). The job
+  row and the job's other events point at that entry (``request_seq``) and keep records without
+  ``request``; reads put it back (:data:`~.postgres_leases.JOB_COLUMNS`,
+  :data:`~.postgres_revisions.EVENT_COLUMNS`). A job whose row has no ``request_seq`` (written
+  before) keeps the old form, request in every row, until its next revision.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -110,7 +116,12 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 _JOB_COLUMNS = pl.JOB_COLUMNS
-_EVENT_COLUMNS = "seq, datasource_id, type, job, client, ts, record, data"
+_EVENT_COLUMNS = prv.EVENT_COLUMNS
+_EVENT_INSERT_COLUMNS = (
+    "seq, datasource_id, type, job, client, ts, record, data, request, request_seq"
+)
+# The entries that bring a revision's request and keep its text (events.request).
+_BRINGS_REQUEST = frozenset({"request", "update"})
 
 _SQL_LOCK_LOG = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
 _SQL_GET_COUNTER = "SELECT seq FROM log_counter"
@@ -134,34 +145,35 @@ _SQL_JOB_GET = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE datasource_id = $1 AND jo
 _SQL_BATCH_WRITE = f"""
 WITH new_jobs AS (
     INSERT INTO jobs (datasource_id, job, client, status, request, response, error, progress,
-                      cancel_requested, version, submitted_at, updated_at, deadline, due_at)
+                      cancel_requested, version, submitted_at, updated_at, deadline, due_at,
+                      request_seq)
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::text[], $8::float8[], $9::boolean[], $10::integer[], $11::bigint[],
-                         $12::bigint[], $13::bigint[], $14::bigint[])
+                         $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[])
 ), changed_jobs AS (
     UPDATE jobs j SET status = v.status, response = v.response, error = v.error,
         progress = v.progress, cancel_requested = v.cancel_requested, version = v.version,
         updated_at = v.updated_at, lease_id = v.lease_id, lease_worker = v.lease_worker,
         lease_expires_at = v.lease_expires_at, attempts = v.attempts, retry_at = v.retry_at,
         due_at = v.due_at
-    FROM unnest($15::bigint[], $16::text[], $17::text[], $18::text[], $19::float8[],
-                $20::boolean[], $21::integer[], $22::bigint[], $23::text[], $24::text[],
-                $25::bigint[], $26::integer[], $27::bigint[], $28::bigint[])
+    FROM unnest($16::bigint[], $17::text[], $18::text[], $19::text[], $20::float8[],
+                $21::boolean[], $22::integer[], $23::bigint[], $24::text[], $25::text[],
+                $26::bigint[], $27::integer[], $28::bigint[], $29::bigint[])
         AS v(id, status, response, error, progress, cancel_requested, version, updated_at,
              lease_id, lease_worker, lease_expires_at, attempts, retry_at, due_at)
     WHERE j.id = v.id
 ), new_events AS (
-    INSERT INTO events ({_EVENT_COLUMNS})
-    SELECT * FROM unnest($29::bigint[], $30::text[], $31::text[], $32::text[], $33::text[],
-                         $34::bigint[], $35::text[], $36::text[])
+    INSERT INTO events ({_EVENT_INSERT_COLUMNS})
+    SELECT * FROM unnest($30::bigint[], $31::text[], $32::text[], $33::text[], $34::text[],
+                         $35::bigint[], $36::text[], $37::text[], $38::text[], $39::bigint[])
 ), bumped AS (
     UPDATE datasources d SET last_ts = GREATEST(d.last_ts, v.ts)
-    FROM unnest($37::text[], $38::bigint[]) AS v(id, ts)
+    FROM unnest($40::text[], $41::bigint[]) AS v(id, ts)
     WHERE d.id = v.id
 ), counter AS (
-    UPDATE log_counter SET seq = $39::bigint
+    UPDATE log_counter SET seq = $42::bigint
 )
-SELECT pg_notify($40, $41)
+SELECT pg_notify($43, $44)
 """
 _SQL_DS_UPSERT = (
     "INSERT INTO datasources (id, description, request_schema, settings) VALUES ($1, $2, $3, $4) "
@@ -180,11 +192,14 @@ _ENTRIES_SINCE = (
     "AND ts >= $2 AND seq > $3 ORDER BY seq LIMIT $4"
 )
 # A request-stream entry (protocol.md §6) as JSON text, assembled by PostgreSQL from the columns
-# and the entry data's stored text: a page is served without decoding anything.
+# and the entry data's stored text: a page is served without decoding anything. An entry that
+# keeps its request apart gets it back as the data's last member (models.with_request); its
+# data always has members ("job", "client"), so dropping the closing brace leaves a valid prefix.
 _ENTRY_TEXT = (
     """'{"datasource_id":' || to_json(datasource_id)::text || ',"type":' || to_json(type)::text"""
     """ || ',"job":' || to_json(job)::text || ',"client":' || to_json(client)::text"""
-    """ || ',"seq":' || seq || ',"timestamp":' || ts || ',"data":' || coalesce(data, 'null')"""
+    """ || ',"seq":' || seq || ',"timestamp":' || ts || ',"data":' || CASE WHEN request IS NULL"""
+    """ THEN coalesce(data, 'null') ELSE left(data, -1) || ',"request":' || request || '}' END"""
     """ || '}' AS entry"""
 )
 _SQL_LATEST_ENTRY = _LATEST_ENTRY.format(_EVENT_COLUMNS)
@@ -241,6 +256,14 @@ def _encode(value: Any, what: str) -> str:
         raise BadRequest(f"The {what} cannot be stored as JSON: {exc}.") from None
 
 
+def _text(encode: Callable[[], bytes], what: str) -> str:
+    """``encode()`` (a record's cached JSON encoding) as text."""
+    try:
+        return encode().decode()
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise BadRequest(f"The {what} cannot be stored as JSON: {exc}.") from None
+
+
 def _loads_opt(text: str | None) -> Any:
     return None if text is None else codec.loads(text)
 
@@ -274,17 +297,7 @@ def _row_record(row: asyncpg.Record) -> JobRecord:
     return prv.with_pipeline(record, row["pipeline"])
 
 
-def _row_event(row: asyncpg.Record) -> Event:
-    return Event(
-        seq=row["seq"],
-        datasource_id=row["datasource_id"],
-        type=row["type"],
-        job=row["job"],
-        client=row["client"],
-        timestamp=row["ts"],
-        record=JobRecord.from_wire(codec.loads(row["record"])),
-        data=_loads_opt(row["data"]),
-    )
+_row_event = prv.row_event
 
 
 def _row_datasource(row: asyncpg.Record) -> Datasource:
@@ -380,18 +393,41 @@ class _Slot:
     due_at: int | None = None
     revised: bool = False
     """The request or the revision fields changed: written by ``SQL_WRITE_REVISED``."""
+    request_seq: int | None = None
+    """The seq of the entry that holds the current revision's request (``None``: the row keeps
+    it, written before schema 7, or the slot has no event yet)."""
+
+    @property
+    def row_request(self) -> str | None:
+        """The row's own ``request`` column: ``NULL`` when an entry holds the request."""
+        return None if self.request_seq is not None else self.request_text
+
+
+_EventRow = tuple[int, str, str, str, str, int, str, str | None, str | None, int | None]
+"""An ``events`` row: seq, datasource, type, job, client, ts, record, data, request and
+request_seq (:data:`_EVENT_INSERT_COLUMNS`)."""
 
 
 @dataclass(slots=True)
 class _BatchWrites:
     """The events one batch appends (as rows) and the last timestamp it gave each datasource."""
 
-    events: list[tuple[int, str, str, str, str, int, str, str | None]] = field(default_factory=list)
+    events: list[_EventRow] = field(default_factory=list)
+    made: list[tuple[JobRecord, dict[str, Any] | None]] = field(default_factory=list)
+    """The record and data of each of ``events`` (whole: the rows may hold them in parts)."""
     last_ts: dict[str, int] = field(default_factory=dict)
     seen: dict[tuple[str, str], int] = field(default_factory=dict)
     """Lease workers seen by the batch (claims, heartbeats): ``(dsid, worker) -> time``."""
     schedules: ps.ScheduleWrites = field(default_factory=ps.ScheduleWrites)
     """Schedules the batch's timer round fired, and their runs."""
+
+    def pending_events(self, dsid: str, job: str) -> list[Event]:
+        """The events of ``job`` that the batch appends so far, by seq."""
+        return [
+            Event(row[0], row[1], cast(Any, row[2]), row[3], row[4], row[5], record, data)
+            for row, (record, data) in zip(self.events, self.made, strict=True)
+            if row[1] == dsid and row[3] == job
+        ]
 
 
 class PostgresStore(Store):
@@ -801,7 +837,9 @@ class PostgresStore(Store):
                         and slot is not None
                         and revisions.needs_history(slot.record, op.update)
                     ):
-                        history = await prv.history_in(conn, op.dsid, op.job, writes.events)
+                        history = await prv.history_in(
+                            conn, op.dsid, op.job, writes.pending_events(op.dsid, op.job)
+                        )
                     value, seq = self._decide(op, datasources, slots, last_ts, seq, writes, history)
             except StoreError as exc:
                 outcomes.append((False, exc))
@@ -815,7 +853,8 @@ class PostgresStore(Store):
                     prv.SQL_WRITE_REVISED,
                     [s.record.datasource_id for s in revised],
                     [s.record.job for s in revised],
-                    [s.request_text for s in revised],
+                    [s.row_request for s in revised],
+                    [s.request_seq for s in revised],
                     [prv.pipeline_text(s.record) for s in revised],
                 )
         await writes.schedules.flush(conn, seq, self._channel)
@@ -827,7 +866,7 @@ class PostgresStore(Store):
     def _add_slots(slots: dict[tuple[str, str], _Slot], rows: list[asyncpg.Record]) -> None:
         for r in rows:
             slots[(r["datasource_id"], r["job"])] = _Slot(
-                r["id"], _row_record(r), r["request"], r["response"]
+                r["id"], _row_record(r), r["request"], r["response"], request_seq=r["request_seq"]
             )
 
     async def _claim_in(
@@ -1087,27 +1126,59 @@ class PostgresStore(Store):
             slot.record, slot.response_text, slot.dirty = rec, response_text, True
             slot.due_at = leases.next_due(rec, datasource)
             return seq
-        record_text = _encode(rec.to_wire(), "job record")
         data = entry_data(outcome)
-        data_text = None if data is None else _encode(data, "request entry")
+        # Only request and update entries set a job's request (lifecycle, revisions): such an
+        # entry keeps the new revision's request text, once; the row and every later event
+        # point at it. A row that still keeps its request (request_seq NULL, written before
+        # schema 7) has its events written whole, as before, until its next revision.
+        request_seq = slot.request_seq
+        request_text: str | None = None
+        if outcome.event in _BRINGS_REQUEST:
+            assert data is not None
+            if rec.request is slot.record.request:
+                request_text = slot.request_text  # a submit's text, encoded once already
+            else:
+                request_text = _encode(rec.request, "request")
+            data_text: str | None = _encode(
+                {k: v for k, v in data.items() if k != "request"}, "request entry"
+            )
+            record_text = _text(rec.rest_bytes, "job record")
+            request_seq = seq + 1
+        else:
+            data_text = None if data is None else _encode(data, "request entry")
+            record_text = _text(
+                rec.wire_bytes if request_seq is None else rec.rest_bytes, "job record"
+            )
         if prv.revised_changed(slot.record, rec):
-            if rec.request is not slot.record.request:
-                slot.request_text = _encode(rec.request, "request")
             slot.revised = True
+        if request_text is not None:
+            slot.request_text, slot.request_seq = request_text, request_seq
         slot.record, slot.response_text, slot.dirty = rec, response_text, True
         slot.due_at = leases.next_due(rec, datasource)
         seq += 1
         last_ts[rec.datasource_id] = ts
         writes.last_ts[rec.datasource_id] = ts
         writes.events.append(
-            (seq, rec.datasource_id, outcome.event, rec.job, rec.client, ts, record_text, data_text)
+            (
+                seq,
+                rec.datasource_id,
+                outcome.event,
+                rec.job,
+                rec.client,
+                ts,
+                record_text,
+                data_text,
+                request_text,
+                request_seq,
+            )
         )
+        writes.made.append((rec, data))
         return seq
 
     def _write_args(
         self, slots: dict[tuple[str, str], _Slot], writes: _BatchWrites, seq: int
     ) -> list[Any]:
-        """The 41 parameters of :data:`_SQL_BATCH_WRITE`, as column arrays."""
+        """The 44 parameters of :data:`_SQL_BATCH_WRITE`, as column arrays."""
         new = [s for s in slots.values() if s.dirty and s.row_id is None]
         changed = [s for s in slots.values() if s.dirty and s.row_id is not None]
         args: list[Any] = [
@@ -1115,7 +1186,7 @@ class PostgresStore(Store):
             [s.record.job for s in new],
             [s.record.client for s in new],
             [s.record.status.value for s in new],
-            [s.request_text for s in new],
+            [s.row_request for s in new],
             [s.response_text for s in new],
             [s.record.error for s in new],
             [s.record.progress for s in new],
@@ -1125,6 +1196,7 @@ class PostgresStore(Store):
             [s.record.updated_at for s in new],
             [s.record.deadline for s in new],
             [s.due_at for s in new],
+            [s.request_seq for s in new],
             [s.row_id for s in changed],
             [s.record.status.value for s in changed],
             [s.response_text for s in changed],
@@ -1141,7 +1213,7 @@ class PostgresStore(Store):
             [s.due_at for s in changed],
         ]
         columns = [list(column) for column in zip(*writes.events, strict=True)]
-        args.extend(columns or [[] for _ in range(8)])
+        args.extend(columns or [[] for _ in range(10)])
         args.append(list(writes.last_ts))
         args.append(list(writes.last_ts.values()))
         args.extend([seq, self._channel, str(seq)])
@@ -1319,6 +1391,13 @@ class PostgresStore(Store):
         """The job's current record, or ``None``."""
         row = await self._fetchrow(f"reading job '{job}'", _SQL_JOB_GET, dsid, job)
         return None if row is None else _row_record(row)
+
+    async def get_job_wire(self, dsid: str, job: str) -> tuple[str, bytes] | None:
+        """The job's owner and current record as JSON text: :meth:`JobRecord.wire_bytes` of
+        the record read (the row no longer keeps the whole text: its request may be in the
+        log entry that brought it)."""
+        record = await self.get_job(dsid, job)
+        return None if record is None else (record.client, record.wire_bytes())
 
     async def count_unfinished(self, dsid: str, client: str) -> int:
         """How many of ``client``'s jobs on ``dsid`` are not terminal (partial index

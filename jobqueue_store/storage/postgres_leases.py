@@ -26,8 +26,13 @@ from jobqueue_store.storage.commands import Claim as Claim
 from jobqueue_store.storage.commands import FireDue as FireDue
 from jobqueue_store.storage.commands import Heartbeat as Heartbeat
 
+# The columns of a job as every read of ``jobs`` takes them (the table unaliased). ``request``
+# is the current revision's request text: the row's own (a row written before schema 7) or that
+# of the log entry that brought it (``request_seq``).
 JOB_COLUMNS = (
-    "id, datasource_id, job, client, status, request, response, error, progress, "
+    "id, datasource_id, job, client, status, "
+    "coalesce(request, (SELECT e.request FROM events e WHERE e.seq = jobs.request_seq)) "
+    "AS request, request_seq, response, error, progress, "
     "cancel_requested, version, submitted_at, updated_at, lease_id, lease_worker, "
     "lease_expires_at, attempts, retry_at, deadline, pipeline, schedule, scheduled_for"
 )

@@ -6,6 +6,13 @@ A client's update, stop and start are commands of the store's writer
 fields live in one JSON text column, ``pipeline`` (``NULL`` while they are all at their
 defaults); a job whose request or revision fields changed is written by :data:`SQL_WRITE_REVISED`
 after the batch's set-based write.
+
+Each revision's request text is stored once (schema 7), in the log entry that brought it
+(``events.request`` of the ``request`` or ``update`` entry, whose ``data`` leaves the ``request``
+member out). The job row and the job's other events point at that entry (``request_seq``) and
+keep their records without ``request``; :data:`EVENT_COLUMNS` and :func:`row_event` put the
+request back on every read. Rows with ``request_seq`` ``NULL`` were written before and hold
+their request themselves.
 """
 
 from __future__ import annotations
@@ -16,17 +23,24 @@ from typing import Any
 import asyncpg
 
 from jobqueue_store import codec, revisions
-from jobqueue_store.models import Event, JobRecord
+from jobqueue_store.models import Event, JobRecord, record_from_parts
 from jobqueue_store.storage.commands import Desired as Desired
 from jobqueue_store.storage.commands import Revise as Revise
 
+# An event as every read of ``events`` takes it (the table unaliased): its own columns, and
+# ``record_request``, the request of its record's revision (``NULL``: ``record`` is whole).
+EVENT_COLUMNS = (
+    "seq, datasource_id, type, job, client, ts, record, data, request, "
+    "CASE WHEN request_seq IS NULL THEN NULL WHEN request_seq = seq THEN request "
+    "ELSE (SELECT r.request FROM events r WHERE r.seq = events.request_seq) END AS record_request"
+)
 SQL_JOB_EVENTS = (
-    "SELECT seq, datasource_id, type, job, client, ts, record, data FROM events "
-    "WHERE datasource_id = $1 AND job = $2 ORDER BY seq"
+    f"SELECT {EVENT_COLUMNS} FROM events WHERE datasource_id = $1 AND job = $2 ORDER BY seq"
 )
 SQL_WRITE_REVISED = (
-    "UPDATE jobs j SET request = v.request, pipeline = v.pipeline "
-    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS v(ds, job, request, pipeline) "
+    "UPDATE jobs j SET request = v.request, request_seq = v.request_seq, pipeline = v.pipeline "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[]) "
+    "AS v(ds, job, request, request_seq, pipeline) "
     "WHERE j.datasource_id = v.ds AND j.job = v.job"
 )
 
@@ -75,47 +89,35 @@ def revised_changed(before: JobRecord, after: JobRecord) -> bool:
     )
 
 
-def _event(
-    seq: int, dsid: str, type_: Any, job: str, client: str, ts: int, record: str, data: str | None
-) -> Event:
+def row_event(row: asyncpg.Record) -> Event:
+    """The event of a row read with :data:`EVENT_COLUMNS`, with its whole record and data."""
+    text, request = row["data"], row["request"]
+    data: dict[str, Any] | None = None if text is None else codec.loads(text)
+    if data is not None and request is not None:
+        data["request"] = codec.loads(request)  # the last member, as in the entry made
     return Event(
-        seq=seq,
-        datasource_id=dsid,
-        type=type_,
-        job=job,
-        client=client,
-        timestamp=ts,
-        record=JobRecord.from_wire(codec.loads(record)),
-        data=None if data is None else codec.loads(data),
+        seq=row["seq"],
+        datasource_id=row["datasource_id"],
+        type=row["type"],
+        job=row["job"],
+        client=row["client"],
+        timestamp=row["ts"],
+        record=record_from_parts(row["record"], row["record_request"]),
+        data=data,
     )
 
 
 async def job_events(conn: asyncpg.Connection, dsid: str, job: str) -> list[Event]:
     """Every committed event of one job, by ``seq``."""
     rows = await conn.fetch(SQL_JOB_EVENTS, dsid, job)
-    return [
-        _event(
-            r["seq"],
-            r["datasource_id"],
-            r["type"],
-            r["job"],
-            r["client"],
-            r["ts"],
-            r["record"],
-            r["data"],
-        )
-        for r in rows
-    ]
+    return [row_event(r) for r in rows]
 
 
 async def history_in(
-    conn: asyncpg.Connection,
-    dsid: str,
-    job: str,
-    pending: list[tuple[int, str, str, str, str, int, str, str | None]],
+    conn: asyncpg.Connection, dsid: str, job: str, pending: list[Event]
 ) -> list[revisions.Revision]:
     """The job's revisions as the batch sees them: its committed events and those the batch
-    appends before this command (``pending``: the batch's event rows)."""
+    appends before this command (``pending``: the batch's events of this job)."""
     events = await job_events(conn, dsid, job)
-    events.extend(_event(*row) for row in pending if row[1] == dsid and row[3] == job)
+    events.extend(pending)
     return revisions.history(events)

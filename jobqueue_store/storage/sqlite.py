@@ -56,6 +56,7 @@ from jobqueue_store.schedules import (
 )
 from jobqueue_store.storage import sqlite_leases as sl
 from jobqueue_store.storage import sqlite_revisions as sr
+from jobqueue_store.storage import sqlite_rows as rf
 from jobqueue_store.storage import sqlite_schedules as ss
 from jobqueue_store.storage.base import (
     GROUP_TURNS,
@@ -77,14 +78,18 @@ BUSY_TIMEOUT_MS = 5000
 _CURSOR_RE = re.compile(r"[1-9][0-9]{0,18}")
 _MAX_INT64 = 2**63 - 1
 
-_EVENT_COLUMNS = "seq, datasource_id, type, job, client, timestamp, data, record"
+_EVENT_COLUMNS = rf.EVENT_COLUMNS
 # A request-stream entry (protocol.md §6) as JSON text, assembled by SQLite from the stored
-# columns and the entry data's stored JSON: a page is served without decoding anything.
+# columns and the entry data's stored JSON (with the entry's request put back as its last
+# member): a page is served without decoding anything. The data's text is a BLOB: substr and
+# length count bytes.
 _ENTRY_TEXT = (
     "CAST('{\"datasource_id\":' || json_quote(datasource_id) || ',\"type\":' || json_quote(type)"
     " || ',\"job\":' || json_quote(job) || ',\"client\":' || json_quote(client)"
-    " || ',\"seq\":' || seq || ',\"timestamp\":' || timestamp"
-    " || ',\"data\":' || coalesce(CAST(data AS TEXT), 'null') || '}' AS BLOB)"
+    " || ',\"seq\":' || seq || ',\"timestamp\":' || timestamp || ',\"data\":' || CASE"
+    " WHEN request IS NULL THEN coalesce(CAST(data AS TEXT), 'null')"
+    " ELSE CAST(substr(data, 1, length(data) - 1) AS TEXT) || ',\"request\":'"
+    " || CAST(request AS TEXT) || '}' END || '}' AS BLOB)"
 )
 CHECKPOINT_SECONDS = 0.5
 """How often a connection of its own copies the write-ahead log into the database (a PASSIVE
@@ -122,7 +127,7 @@ UNFINISHED_SQL = (
 
 _INSERT_JOB = (
     "INSERT INTO jobs (datasource_id, job, client, status, record, updated_at, lease_id,"
-    " retry_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " retry_at, due_at, request_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # An UPDATE that names an indexed column rewrites the entries of the indexes that name it (as a
 # key or in a partial index's WHERE) even when the value stays: status and lease_id are set only
@@ -131,7 +136,7 @@ _UPDATE_JOB = {
     (
         with_status,
         with_lease,
-    ): "UPDATE jobs SET record = ?, updated_at = ?, retry_at = ?, due_at = ?"
+    ): "UPDATE jobs SET record = ?, updated_at = ?, retry_at = ?, due_at = ?, request_seq = ?"
     + (", status = ?" if with_status else "")
     + (", lease_id = ?" if with_lease else "")
     + " WHERE id = ?"
@@ -142,12 +147,13 @@ _UPDATE_JOB = {
 # batch's jobs are looked up at once rather than with one SELECT each (about 2.5 us each). The
 # array is bound as TEXT: SQLite 3.45 and later read a BLOB given to json_each as JSONB.
 _SELECT_JOBS = (
-    "SELECT job, id, record FROM jobs WHERE datasource_id = ? "
+    f"SELECT job, {rf.JOB_ROW} FROM jobs WHERE datasource_id = ? "
     "AND job IN (SELECT value FROM json_each(?))"
 )
+_SELECT_JOB = f"SELECT {rf.JOB_ROW} FROM jobs WHERE datasource_id = ? AND job = ?"
 _INSERT_EVENT = (
-    "INSERT INTO events (datasource_id, type, job, client, timestamp, data, record)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (seq, datasource_id, type, job, client, timestamp, data, record, request,"
+    " request_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -237,8 +243,34 @@ class _BatchResult:
     looked_up: frozenset[tuple[str, str]] = frozenset()
     """Jobs whose rows were read at the start of the batch, into ``found`` (absent: no row).
     Emptied as soon as the batch writes rows to the database itself."""
-    found: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
-    """(row id, record as stored) of those of ``looked_up`` that have a row."""
+    found: dict[tuple[str, str], Sequence[Any]] = field(default_factory=dict)
+    """The rows (``sqlite_rows.JOB_ROW``) of those of ``looked_up`` that have one."""
+
+
+@dataclass(slots=True)
+class _EventWrite:
+    """An event to append. ``ref``: the entry holding the request of the record's revision (this
+    entry itself for one that brings a request; ``None``: the job's rows keep the whole record,
+    as rows written before schema 10 do). ``seq`` is set by :meth:`SQLiteStore._flush`."""
+
+    record: JobRecord
+    type: EventType
+    timestamp: int
+    data: dict[str, Any] | None
+    data_text: bytes | None
+    text: bytes
+    request: bytes | None
+    ref: _Ref
+    seq: int = 0
+
+
+_Ref = int | _EventWrite | None
+"""Where a job's request is stored: the seq of the entry holding it, an entry of the batch not
+yet written, or ``None`` (in the job's own record: a row written before schema 10)."""
+
+
+def _seq_of(ref: _Ref) -> int | None:
+    return ref.seq if isinstance(ref, _EventWrite) else ref
 
 
 @dataclass(slots=True)
@@ -251,18 +283,27 @@ class _RowWrite:
     text: bytes
     lease_id: str | None
     due_at: int | None
+    ref: _Ref
     before: tuple[str, str | None] | None = None
 
-    def columns(self) -> tuple[str, bytes, int, str | None, int | None, int | None]:
-        """The columns of a new row, in the order of ``_INSERT_JOB``'s last six: status,
-        record, updated_at, lease_id, retry_at, due_at."""
+    def columns(self) -> tuple[str, bytes, int, str | None, int | None, int | None, int | None]:
+        """The columns of a new row, in the order of ``_INSERT_JOB``'s last seven: status,
+        record, updated_at, lease_id, retry_at, due_at, request_seq."""
         r = self.record
-        return (r.status.value, self.text, r.updated_at, self.lease_id, r.retry_at, self.due_at)
+        return (
+            r.status.value,
+            self.text,
+            r.updated_at,
+            self.lease_id,
+            r.retry_at,
+            self.due_at,
+            _seq_of(self.ref),
+        )
 
     def update(self) -> tuple[str, tuple[Any, ...]]:
         """The row's ``UPDATE`` (one of ``_UPDATE_JOB``) and its parameters."""
         r = self.record
-        params: list[Any] = [self.text, r.updated_at, r.retry_at, self.due_at]
+        params: list[Any] = [self.text, r.updated_at, r.retry_at, self.due_at, _seq_of(self.ref)]
         status = r.status.value
         before = self.before
         with_status = before is None or before[0] != status
@@ -273,16 +314,6 @@ class _RowWrite:
             params.append(self.lease_id)
         params.append(self.row_id)
         return _UPDATE_JOB[with_status, with_lease], tuple(params)
-
-
-@dataclass(frozen=True, slots=True)
-class _EventWrite:
-    record: JobRecord
-    type: EventType
-    timestamp: int
-    data: dict[str, Any] | None
-    data_text: bytes | None
-    text: bytes
 
 
 async def _in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
@@ -296,20 +327,6 @@ async def _in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: An
 
 def _decode_record(data: bytes) -> JobRecord:
     return JobRecord.from_wire(codec.loads(data))
-
-
-def _decode_event(row: Sequence[Any]) -> Event:
-    seq, dsid, type_, job, client, timestamp, data, record = row
-    return Event(
-        seq=seq,
-        datasource_id=dsid,
-        type=type_,
-        job=job,
-        client=client,
-        timestamp=timestamp,
-        record=_decode_record(record),
-        data=None if data is None else codec.loads(data),
-    )
 
 
 def _decode_datasource(row: Sequence[Any]) -> Datasource:
@@ -421,7 +438,7 @@ class SQLiteStore(Store):
         # recently written last. Only the writer thread uses it; a driver's next update of the
         # job then skips the row's read and decode. Any command other than a submit, cancel or
         # update (they may write job rows), and any failed batch, empties it.
-        self._updating: OrderedDict[tuple[str, str], tuple[int, JobRecord]] = OrderedDict()
+        self._updating: OrderedDict[tuple[str, str], tuple[int, JobRecord, _Ref]] = OrderedDict()
         # Batches whose outcome reached the loop: a record read on a reader thread is cached
         # only if no batch landed while it was read.
         self._landed = 0
@@ -847,7 +864,7 @@ class SQLiteStore(Store):
         dsid = command.dsid
         datasource = self.datasource_in(dsid, out)
         key = (dsid, command.job)
-        row_id, existing = self._job_row(db, key, out, held=not isinstance(command, _Submit))
+        row_id, existing, ref = self._job_row(db, key, out, held=not isinstance(command, _Submit))
         timestamp = self.timestamp_for(dsid)
         if isinstance(command, _Submit):
             outcome = lifecycle.decide_submit(
@@ -877,7 +894,7 @@ class SQLiteStore(Store):
                 # The history is read from the database: send it the batch's writes first (a
                 # row written new in this batch gets its id).
                 self._flush(db, out)
-                row_id, existing = self._job_row(db, key, out, held=False)
+                row_id, existing, ref = self._job_row(db, key, out, held=False)
                 assert existing is not None
             outcome = lifecycle.decide_update(
                 existing,
@@ -896,25 +913,26 @@ class SQLiteStore(Store):
         if row_id is not None and existing is not None and key not in out.rows:
             # The row as the database holds it: its status and lease_id columns are the record's.
             before = (existing.status.value, None if existing.lease is None else existing.lease.id)
-        self._defer_job(row_id, outcome, datasource, timestamp, out, before)
+        ref = self._defer_job(row_id, outcome, datasource, timestamp, out, ref, before)
         if isinstance(command, _Submit):
             return (record, outcome.created)
         if outcome.then is not None:
-            self._defer_job(row_id, outcome.then, datasource, timestamp, out)
+            ref = self._defer_job(row_id, outcome.then, datasource, timestamp, out, ref)
             record = outcome.then.record
         if isinstance(command, _Update) and not record.terminal and row_id is not None:
-            self._hold_updating(key, row_id, record)
+            self._hold_updating(key, row_id, record, ref)
         return outcome.final
 
     def _job_row(
         self, db: sqlite3.Connection, key: tuple[str, str], out: _BatchResult, *, held: bool
-    ) -> tuple[int | None, JobRecord | None]:
-        """(row id, record) of a job as the batch sees it: its write not yet sent, the row kept
-        for a driver's next update (``held``), or the database's row; (None, None) if none.
-        A job whose row is only in ``out.rows`` has no id yet."""
+    ) -> tuple[int | None, JobRecord | None, _Ref]:
+        """(row id, record, where its request is stored) of a job as the batch sees it: its
+        write not yet sent, the row kept for a driver's next update (``held``), or the
+        database's row; (None, None, None) if none. A job whose row is only in ``out.rows`` has
+        no id yet."""
         pending = out.rows.get(key)
         if pending is not None:
-            return pending.row_id, pending.record
+            return pending.row_id, pending.record, pending.ref
         if held:
             kept = self._updating.get(key)
             if kept is not None:
@@ -923,10 +941,10 @@ class SQLiteStore(Store):
             row = out.found.get(key)
         else:
             # Reads see the batch's flushed writes: same connection, same transaction.
-            row = db.execute(
-                "SELECT id, record FROM jobs WHERE datasource_id = ? AND job = ?", key
-            ).fetchone()
-        return (None, None) if row is None else (row[0], _decode_record(row[1]))
+            row = db.execute(_SELECT_JOB, key).fetchone()
+        if row is None:
+            return None, None, None
+        return rf.job_row(row)
 
     def _look_up(self, db: sqlite3.Connection, commands: list[_Command], out: _BatchResult) -> None:
         """Read the rows of the batch's submits, cancels and updates in one statement per
@@ -943,8 +961,8 @@ class SQLiteStore(Store):
             return
         found = out.found
         for dsid, jobs in wanted.items():
-            for job, row_id, record in db.execute(_SELECT_JOBS, (dsid, codec.dumps_str(jobs))):
-                found[dsid, job] = (row_id, record)
+            for job, *row in db.execute(_SELECT_JOBS, (dsid, codec.dumps_str(jobs))):
+                found[dsid, job] = row
         out.looked_up = frozenset((dsid, job) for dsid, jobs in wanted.items() for job in jobs)
 
     def _defer_job(
@@ -954,28 +972,53 @@ class SQLiteStore(Store):
         datasource: Datasource,
         timestamp: int,
         out: _BatchResult,
+        ref: _Ref,
         before: tuple[str, str | None] | None = None,
-    ) -> None:
-        """:meth:`write_job`, sent to the database by the next :meth:`_flush`; ``before`` is the
-        status and lease id the row holds in the database, if known."""
+    ) -> _Ref:
+        """:meth:`write_job`, sent to the database by the next :meth:`_flush`. ``ref``: where
+        the row keeps its request now; ``before``: the status and lease id the row holds in the
+        database, if known. Returns where the row keeps its request after this write."""
         record = outcome.record
-        text = _encode_record(record)
+        whole = _encode_record(record)
         data = lifecycle.entry_data(outcome)
-        data_text = None if data is None else _encode(data, "request entry")
+        event = outcome.event
+        entry = None
+        if event == "request" or event == "update":
+            # The entry brings the revision's request: its one stored copy. The data and the
+            # record are stored without it, and the job's row and later events point here.
+            assert data is not None and data["request"] is record.request
+            rest = data.copy()
+            del rest["request"]
+            entry = _EventWrite(
+                record,
+                event,
+                timestamp,
+                data,
+                _encode(rest, "request entry"),
+                record.rest_bytes(),
+                record.request_bytes(),
+                None,
+            )
+            entry.ref = ref = entry
+        data_text = None if data is None or entry is not None else _encode(data, "request entry")
+        text = whole if ref is None else record.rest_bytes()
         lease_id = None if record.lease is None else record.lease.id
         due_at = leases.next_due(record, datasource)
         # Everything that can fail on bad input has run.
         key = (record.datasource_id, record.job)
         pending = out.rows.get(key)
         if pending is None:
-            out.rows[key] = _RowWrite(row_id, record, text, lease_id, due_at, before)
+            out.rows[key] = _RowWrite(row_id, record, text, lease_id, due_at, ref, before)
         else:  # written earlier in the batch: its last state only (a new row stays new)
-            pending.record, pending.text = record, text
+            pending.record, pending.text, pending.ref = record, text, ref
             pending.lease_id, pending.due_at = lease_id, due_at
-        out.stored.append((record.datasource_id, record.job, record.client, text))
-        if outcome.event is not None:
-            out.entries.append(_EventWrite(record, outcome.event, timestamp, data, data_text, text))
+        out.stored.append((record.datasource_id, record.job, record.client, whole))
+        if event is not None:
+            if entry is None:
+                entry = _EventWrite(record, event, timestamp, data, data_text, text, None, ref)
+            out.entries.append(entry)
             self._last_ts[record.datasource_id] = timestamp
+        return ref
 
     def _flush(self, db: sqlite3.Connection, out: _BatchResult) -> None:
         """Send the batch's deferred job rows and events to the database."""
@@ -984,6 +1027,12 @@ class SQLiteStore(Store):
             # submit, cancel or update writes after this): they are read one by one again.
             out.looked_up = frozenset()
             out.found.clear()
+        entries = out.entries
+        if entries:
+            # The seqs first: job rows and events point at the entries holding their requests.
+            first = rf.reserve_seqs(db, len(entries))
+            for seq, e in enumerate(entries, first):
+                e.seq = seq
         if out.rows:
             rows = out.rows.values()
             db.executemany(
@@ -1002,13 +1051,13 @@ class SQLiteStore(Store):
             for sql, params_list in updates.items():  # distinct jobs: the order does not matter
                 db.executemany(sql, params_list)
             out.rows.clear()
-        entries = out.entries
         if not entries:
             return
         db.executemany(
             _INSERT_EVENT,
             [
                 (
+                    e.seq,
                     e.record.datasource_id,
                     e.type,
                     e.record.job,
@@ -1016,17 +1065,16 @@ class SQLiteStore(Store):
                     e.timestamp,
                     e.data_text,
                     e.text,
+                    e.request,
+                    _seq_of(e.ref),
                 )
                 for e in entries
             ],
         )
-        # One statement, one writer: AUTOINCREMENT hands out consecutive values in order.
-        (last,) = db.execute("SELECT last_insert_rowid()").fetchone()
-        first = last - len(entries) + 1
-        for seq, e in enumerate(entries, first):
+        for e in entries:
             out.events.append(
                 Event(
-                    seq=seq,
+                    seq=e.seq,
                     datasource_id=e.record.datasource_id,
                     type=e.type,
                     job=e.record.job,
@@ -1038,15 +1086,20 @@ class SQLiteStore(Store):
             )
         entries.clear()
 
-    def _hold_updating(self, key: tuple[str, str], row_id: int, record: JobRecord) -> None:
+    def _hold_updating(
+        self, key: tuple[str, str], row_id: int, record: JobRecord, ref: _Ref
+    ) -> None:
         """Keep the row of a job a driver is updating for its next update (writer thread)."""
         wire = record.wire_bytes()
         if len(wire) > UPDATING_MAX_BYTES:
             return
         updating = self._updating
-        # The record keeps its encoding: a compact copy (orjson's output holds 4 KiB).
+        # The record keeps its encodings: compact copies (orjson's output holds 4 KiB). The
+        # next update's record reuses the request's (models.evolve).
         object.__setattr__(record, "_wire", bytes(memoryview(wire)))
-        updating[key] = (row_id, record)
+        object.__setattr__(record, "_rest", None)
+        object.__setattr__(record, "_req", bytes(memoryview(record.request_bytes())))
+        updating[key] = (row_id, record, ref)
         updating.move_to_end(key)
         if len(updating) > UPDATING_ENTRIES:
             updating.popitem(last=False)
@@ -1059,38 +1112,43 @@ class SQLiteStore(Store):
         datasource: Datasource,
         timestamp: int,
         out: _BatchResult,
+        request_seq: int | None,
     ) -> None:
         """Store ``outcome``'s record (a new row if ``row_id`` is None) and append its event, now
-        (the leases', revisions' and schedules' commands, which read the database after)."""
-        self._defer_job(row_id, outcome, datasource, timestamp, out)
+        (the leases', revisions' and schedules' commands, which read the database after).
+        ``request_seq``: the row's (see :mod:`.sqlite_rows`)."""
+        self._defer_job(row_id, outcome, datasource, timestamp, out, request_seq)
         self._flush(db, out)
 
     def write_status_changes(
         self,
         db: sqlite3.Connection,
-        changes: list[tuple[int, lifecycle.Outcome]],
+        changes: list[tuple[int, lifecycle.Outcome, int | None]],
         datasource: Datasource,
         timestamp: int,
         out: _BatchResult,
     ) -> None:
         """Store status changes of existing jobs of one datasource set-based: one ``UPDATE``
-        of every row and one ``INSERT`` of their ``status`` events (a batch of claims)."""
+        of every row and one ``INSERT`` of their ``status`` events (a batch of claims). Each
+        change names its row's ``request_seq``."""
         if not changes:
             return
         items = []
-        for row_id, outcome in changes:
+        for row_id, outcome, request_seq in changes:
             rec = outcome.record
+            whole = _encode_record(rec)
             items.append(
                 [
                     row_id,
                     rec.status.value,
-                    _encode_record(rec).decode(),
+                    (whole if request_seq is None else rec.rest_bytes()).decode(),
                     rec.updated_at,
                     None if rec.lease is None else rec.lease.id,
                     rec.retry_at,
                     leases.next_due(rec, datasource),
                     rec.job,
                     rec.client,
+                    request_seq,
                 ]
             )
         payload = codec.dumps_str(items)
@@ -1106,7 +1164,7 @@ class SQLiteStore(Store):
                 timestamp=timestamp,
                 record=outcome.record,
             )
-            for _, outcome in changes
+            for _, outcome, _ in changes
         ]
         events.sort(key=lambda e: e.seq)
         out.events.extend(events)
@@ -1143,10 +1201,8 @@ class SQLiteStore(Store):
         """The job's current record, or ``None``."""
 
         def run(db: sqlite3.Connection) -> JobRecord | None:
-            row = db.execute(
-                "SELECT record FROM jobs WHERE datasource_id = ? AND job = ?", (dsid, job)
-            ).fetchone()
-            return None if row is None else _decode_record(row[0])
+            row = db.execute(_SELECT_JOB, (dsid, job)).fetchone()
+            return None if row is None else rf.job_row(row)[1]
 
         return await self._point_read(run)
 
@@ -1188,7 +1244,7 @@ class SQLiteStore(Store):
                     "value of the previous page unchanged."
                 )
             before = int(cursor)
-        sql = "SELECT id, record FROM jobs WHERE datasource_id = ?"
+        sql = f"SELECT {rf.JOB_ROW} FROM jobs WHERE datasource_id = ?"
         args: list[Any] = [dsid]
         if client is not None:
             sql += " AND client = ?"
@@ -1204,7 +1260,7 @@ class SQLiteStore(Store):
             more = len(rows) > limit
             rows = rows[:limit]
             return JobPage(
-                jobs=[_decode_record(r[1]) for r in rows],
+                jobs=[rf.job_row(r)[1] for r in rows],
                 next_cursor=str(rows[-1][0]) if more else None,
             )
 
@@ -1237,7 +1293,8 @@ class SQLiteStore(Store):
                 "SELECT datasource_id, record FROM jobs WHERE id IN (SELECT min(id) FROM jobs"
                 f" WHERE {UNFINISHED_SQL} GROUP BY datasource_id)"
             ).fetchall()
-            return counts, {ds: _decode_record(rec).submitted_at for ds, rec in oldest}
+            # The record without its request (if stored apart) has submitted_at too.
+            return counts, {ds: codec.loads(rec)["submitted_at"] for ds, rec in oldest}
 
         counts, oldest = await self._read(run)
         dsids = [d.id for d in await self.list_datasources()]
@@ -1246,7 +1303,7 @@ class SQLiteStore(Store):
     async def latest_entry(self, dsid: str) -> Event | None:
         """The newest request-stream entry of the datasource, or ``None``."""
         row = await self._point_read(_latest_row, _EVENT_COLUMNS, dsid)
-        return None if row is None else _decode_event(row)
+        return None if row is None else rf.decode_event(row)
 
     async def latest_entry_wire(self, dsid: str) -> bytes | None:
         """The newest request-stream entry as stored JSON text, or ``None``."""
@@ -1421,13 +1478,10 @@ def _file_system_trouble(path: Path) -> str:
 
 def _job_wire(db: sqlite3.Connection, dsid: str, job: str) -> tuple[str, bytes] | None:
     row = db.execute(
-        "SELECT client, record FROM jobs WHERE datasource_id = ? AND job = ?", (dsid, job)
+        f"SELECT client, record, {rf.REQUEST_OF_JOB} FROM jobs WHERE datasource_id = ? AND job = ?",
+        (dsid, job),
     ).fetchone()
-    if row is None:
-        return None
-    text = row[1]
-    # Rows written set-based from JSON (a batch of claims) hold the record as TEXT, not BLOB.
-    return row[0], text.encode() if type(text) is str else text
+    return None if row is None else (row[0], rf.stored_text(row[1], row[2]))
 
 
 def _latest_row(db: sqlite3.Connection, columns: str, dsid: str) -> Any:
@@ -1466,7 +1520,7 @@ def _fetch_rows(db: sqlite3.Connection, sql: str, args: dict[str, Any]) -> list[
 
 
 def _fetch_events(db: sqlite3.Connection, sql: str, args: dict[str, Any]) -> list[Event]:
-    return [_decode_event(row) for row in db.execute(sql, args).fetchall()]
+    return [rf.decode_event(row) for row in db.execute(sql, args).fetchall()]
 
 
 def _migrate(db: sqlite3.Connection, steps: list[tuple[int, str]]) -> int:

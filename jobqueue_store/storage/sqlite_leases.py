@@ -13,13 +13,14 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from jobqueue_store import codec, errors, leases
+from jobqueue_store import errors, leases
 from jobqueue_store.lifecycle import Outcome
 from jobqueue_store.models import Datasource, JobRecord, SlotLease, WorkerInfo
 from jobqueue_store.storage.commands import FIRE_STEPS_MAX
 from jobqueue_store.storage.commands import Claim as Claim
 from jobqueue_store.storage.commands import FireDue as FireDue
 from jobqueue_store.storage.commands import Heartbeat as Heartbeat
+from jobqueue_store.storage.sqlite_rows import JOB_ROW, job_row
 
 if TYPE_CHECKING:
     from jobqueue_store.storage.sqlite import SQLiteStore, _BatchResult
@@ -54,24 +55,25 @@ LeaseCommand = Claim | Heartbeat | FireDue | TakeSlot | RenewSlot | ReleaseSlot
 LEASE_COMMANDS = (Claim, Heartbeat, FireDue, TakeSlot, RenewSlot, ReleaseSlot)
 
 SQL_CLAIMABLE = (
-    "SELECT id, record FROM jobs WHERE datasource_id = ? "
+    f"SELECT {JOB_ROW} FROM jobs WHERE datasource_id = ? "
     "AND (status = 'submitted' OR status = 'retrying') AND lease_id IS NULL "
     "AND (retry_at IS NULL OR retry_at <= ?) ORDER BY id LIMIT ?"
 )
 # A batch of status changes as one statement each: the jobs' rows, then their events (the JSON
-# array holds [id, status, record, updated_at, lease_id, retry_at, due_at, job, client] items).
+# array holds [id, status, record, updated_at, lease_id, retry_at, due_at, job, client,
+# request_seq] items).
 SQL_SET_STATUS = (
     "UPDATE jobs SET status = v.value ->> 1, record = v.value ->> 2, updated_at = v.value ->> 3,"
     " lease_id = v.value ->> 4, retry_at = v.value ->> 5, due_at = v.value ->> 6"
     " FROM json_each(?) AS v WHERE jobs.id = v.value ->> 0"
 )
 SQL_STATUS_EVENTS = (
-    "INSERT INTO events (datasource_id, type, job, client, timestamp, data, record)"
-    " SELECT ?1, 'status', v.value ->> 7, v.value ->> 8, ?2, NULL, v.value ->> 2"
+    "INSERT INTO events (datasource_id, type, job, client, timestamp, data, record, request_seq)"
+    " SELECT ?1, 'status', v.value ->> 7, v.value ->> 8, ?2, NULL, v.value ->> 2, v.value ->> 9"
     " FROM json_each(?3) AS v ORDER BY v.key RETURNING job, seq"
 )
 _SQL_DUE = (
-    "SELECT id, datasource_id, record FROM jobs WHERE due_at IS NOT NULL AND due_at <= ? "
+    f"SELECT datasource_id, {JOB_ROW} FROM jobs WHERE due_at IS NOT NULL AND due_at <= ? "
     "ORDER BY due_at LIMIT ?"
 )
 SQL_ANY_DUE = "SELECT 1 FROM jobs WHERE due_at IS NOT NULL AND due_at <= ? LIMIT 1"
@@ -97,10 +99,6 @@ def random_fraction() -> float:
     return _RNG.random()
 
 
-def _decode(blob: bytes) -> JobRecord:
-    return JobRecord.from_wire(codec.loads(blob))
-
-
 def apply(
     store: SQLiteStore, db: sqlite3.Connection, command: LeaseCommand, out: _BatchResult
 ) -> Any:
@@ -113,7 +111,7 @@ def apply(
         return _claim(store, db, datasource, command, now, out)
     if isinstance(command, Heartbeat):
         row = db.execute(
-            "SELECT id, record FROM jobs WHERE datasource_id = ? AND job = ?",
+            f"SELECT {JOB_ROW} FROM jobs WHERE datasource_id = ? AND job = ?",
             (datasource.id, command.job),
         ).fetchone()
         if row is None:
@@ -121,8 +119,9 @@ def apply(
                 f"There is no job '{command.job}' on datasource '{datasource.id}'."
             )
         leases.require_lease_dispatch(datasource)
-        outcome = leases.decide_heartbeat(_decode(row[1]), datasource, lease=command.lease, now=now)
-        store.write_job(db, row[0], outcome, datasource, now, out)
+        row_id, record, request_seq = job_row(row)
+        outcome = leases.decide_heartbeat(record, datasource, lease=command.lease, now=now)
+        store.write_job(db, row_id, outcome, datasource, now, out, request_seq)
         assert outcome.record.lease is not None
         _seen(db, datasource, outcome.record.lease.worker, now)
         return outcome.record
@@ -175,34 +174,36 @@ def _claim(
     leases.require_lease_dispatch(datasource)
     _seen(db, datasource, command.worker, now)
     rows = db.execute(SQL_CLAIMABLE, (datasource.id, now, command.max_jobs)).fetchall()
-    changes: list[tuple[int, Outcome]] = []
-    for row_id, blob in rows:
+    changes: list[tuple[int, Outcome, int | None]] = []
+    for row in rows:
+        row_id, record, request_seq = job_row(row)
         outcome = leases.decide_claim(
-            _decode(blob),
+            record,
             datasource,
             worker=command.worker,
             lease_id=leases.new_lease_id(),
             now=now,
         )
         if outcome is not None:
-            changes.append((row_id, outcome))
+            changes.append((row_id, outcome, request_seq))
     # One statement for the rows, one for their events: a set-based write, not a loop.
     store.write_status_changes(db, changes, datasource, now, out)
-    return [outcome.record for _, outcome in changes]
+    return [outcome.record for _, outcome, _ in changes]
 
 
 def _fire_due(store: SQLiteStore, db: sqlite3.Connection, limit: int, out: _BatchResult) -> int:
     now = store.clock.now_ms()
     fired = 0
-    for row_id, dsid, blob in db.execute(_SQL_DUE, (now, limit)).fetchall():
+    for dsid, *row in db.execute(_SQL_DUE, (now, limit)).fetchall():
         datasource = store.datasource_in(dsid, out)
-        record = _decode(blob)
+        row_id, record, request_seq = job_row(row)
         steps = 0
         while steps < FIRE_STEPS_MAX:
             outcome = leases.decide_fire(record, datasource, now=now, rand=random_fraction())
             if outcome is None:
                 break
-            store.write_job(db, row_id, outcome, datasource, store.timestamp_for(dsid), out)
+            timestamp = store.timestamp_for(dsid)
+            store.write_job(db, row_id, outcome, datasource, timestamp, out, request_seq)
             record = outcome.record
             steps += 1
         if steps == 0:

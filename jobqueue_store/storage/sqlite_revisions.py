@@ -10,17 +10,17 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-from jobqueue_store import codec, errors, revisions
-from jobqueue_store.models import Event, JobRecord
+from jobqueue_store import errors, revisions
+from jobqueue_store.models import Event
 from jobqueue_store.storage.commands import Desired as Desired
 from jobqueue_store.storage.commands import Revise as Revise
+from jobqueue_store.storage.sqlite_rows import EVENT_COLUMNS, JOB_ROW, decode_event, job_row
 
 if TYPE_CHECKING:
     from jobqueue_store.storage.sqlite import SQLiteStore, _BatchResult
 
 SQL_JOB_EVENTS = (
-    "SELECT seq, datasource_id, type, job, client, timestamp, data, record FROM events "
-    "WHERE datasource_id = ? AND job = ? ORDER BY seq"
+    f"SELECT {EVENT_COLUMNS} FROM events WHERE datasource_id = ? AND job = ? ORDER BY seq"
 )
 
 
@@ -30,21 +30,7 @@ COMMANDS = (Revise, Desired)
 
 def job_events(db: sqlite3.Connection, dsid: str, job: str) -> list[Event]:
     """Every event of one job by ``seq`` (on the writer: the batch's own writes included)."""
-    out = []
-    for seq, ds, type_, jb, client, ts, data, record in db.execute(SQL_JOB_EVENTS, (dsid, job)):
-        out.append(
-            Event(
-                seq=seq,
-                datasource_id=ds,
-                type=type_,
-                job=jb,
-                client=client,
-                timestamp=ts,
-                record=JobRecord.from_wire(codec.loads(record)),
-                data=None if data is None else codec.loads(data),
-            )
-        )
-    return out
+    return [decode_event(row) for row in db.execute(SQL_JOB_EVENTS, (dsid, job))]
 
 
 def history_in(db: sqlite3.Connection, dsid: str, job: str) -> list[revisions.Revision]:
@@ -58,12 +44,12 @@ def apply(
     """Run ``command`` on the writer thread, inside the batch's transaction."""
     datasource = store.datasource_in(command.dsid, out)
     row = db.execute(
-        "SELECT id, record FROM jobs WHERE datasource_id = ? AND job = ?",
+        f"SELECT {JOB_ROW} FROM jobs WHERE datasource_id = ? AND job = ?",
         (command.dsid, command.job),
     ).fetchone()
     if row is None:
         raise errors.NotFound(f"There is no job '{command.job}' on datasource '{command.dsid}'.")
-    existing = JobRecord.from_wire(codec.loads(row[1]))
+    row_id, existing, request_seq = job_row(row)
     timestamp = store.timestamp_for(command.dsid)
     if isinstance(command, Revise):
         outcome = revisions.decide_revise(
@@ -78,7 +64,7 @@ def apply(
             existing, client=command.client, state=command.state, timestamp=timestamp
         )
     if outcome.event is not None:
-        store.write_job(db, row[0], outcome, datasource, timestamp, out)
+        store.write_job(db, row_id, outcome, datasource, timestamp, out, request_seq)
     if isinstance(command, Revise):
         return (outcome.record, outcome.event is not None)
     return outcome.record

@@ -16,7 +16,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from jobqueue_store import codec, errors, schedules
-from jobqueue_store.models import JobPage, JobRecord
+from jobqueue_store.models import JobPage
 from jobqueue_store.schedules import (
     ScheduleEvent,
     SchedulePage,
@@ -24,6 +24,7 @@ from jobqueue_store.schedules import (
 )
 from jobqueue_store.storage.commands import ChangeSchedule as ChangeSchedule
 from jobqueue_store.storage.commands import CreateSchedule as CreateSchedule
+from jobqueue_store.storage.sqlite_rows import JOB_ROW, job_row, reserve_seqs
 
 if TYPE_CHECKING:
     from jobqueue_store.storage.sqlite import SQLiteStore, _BatchResult
@@ -39,7 +40,6 @@ _SQL_DUE = (
     "ORDER BY next_run_at LIMIT ?"
 )
 _SQL_ONE = "SELECT id, record FROM schedules WHERE datasource_id = ? AND schedule = ?"
-_SQL_NEXT_SEQ = "UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'events' RETURNING seq"
 # The runs of a timer round get their schedule column in one statement: [[dsid, job, schedule]].
 _SQL_MARK_RUNS = (
     "UPDATE jobs SET schedule = v.value ->> 2 FROM json_each(?) AS v "
@@ -118,14 +118,7 @@ def write(
             (record.state, record.next_run_at, blob, row_id),
         )
     # The seq comes from the events table's AUTOINCREMENT counter: never handed out twice.
-    row = db.execute(_SQL_NEXT_SEQ).fetchone()
-    if row is None:  # no event was ever appended: the counter row does not exist yet
-        db.execute(
-            "INSERT INTO sqlite_sequence (name, seq) "
-            "SELECT 'events', coalesce((SELECT max(seq) FROM events), 0)"
-        )
-        row = db.execute(_SQL_NEXT_SEQ).fetchone()
-    (seq,) = row
+    seq = reserve_seqs(db, 1)
     timestamp = store.timestamp_for(record.datasource_id)
     db.execute(
         "INSERT INTO schedule_events (seq, datasource_id, schedule, client, timestamp, record)"
@@ -236,14 +229,14 @@ def list_runs(
     """A schedule's runs, newest first."""
     before = _cursor(cursor)
     rows = db.execute(
-        "SELECT id, record FROM jobs WHERE datasource_id = ? AND schedule = ? AND id < ?"
+        f"SELECT {JOB_ROW} FROM jobs WHERE datasource_id = ? AND schedule = ? AND id < ?"
         " ORDER BY id DESC LIMIT ?",
         (dsid, schedule, before, limit + 1),
     ).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
     return JobPage(
-        [JobRecord.from_wire(codec.loads(r[1])) for r in rows],
+        [job_row(r)[1] for r in rows],
         str(rows[-1][0]) if more else None,
     )
 

@@ -22,6 +22,39 @@ from jobqueue_store.storage.sqlite import TERMINAL_SQL, UNFINISHED_SQL, SQLiteSt
 from jobqueue_store.storage.sqlite_leases import SQL_CLAIMABLE
 
 
+def _as_schema_9(db: sqlite3.Connection) -> None:
+    """Give a database of this version the layout schema 9 had: each row and event holds its
+    whole record (and an entry its whole data), and the columns of schema 10 are gone."""
+    requests = dict(db.execute("SELECT seq, request FROM events WHERE request IS NOT NULL"))
+
+    def whole(text: bytes, request_seq: int | None) -> bytes:
+        if request_seq is None:
+            return text
+        value = orjson.loads(text)
+        value["request"] = orjson.loads(requests[request_seq])
+        return orjson.dumps(value)
+
+    for row_id, record, request_seq in db.execute(
+        "SELECT id, record, request_seq FROM jobs"
+    ).fetchall():
+        db.execute("UPDATE jobs SET record = ? WHERE id = ?", (whole(record, request_seq), row_id))
+    for seq, data, record, request_seq in db.execute(
+        "SELECT seq, data, record, request_seq FROM events"
+    ).fetchall():
+        if seq in requests:
+            data = whole(data, seq)
+        db.execute(
+            "UPDATE events SET data = ?, record = ? WHERE seq = ?",
+            (data, whole(record, request_seq), seq),
+        )
+    for table, column in (
+        ("events", "request"),
+        ("events", "request_seq"),
+        ("jobs", "request_seq"),
+    ):
+        db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+
+
 async def test_old_records_gain_revision_fields(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     store = SQLiteStore(path)
@@ -33,6 +66,7 @@ async def test_old_records_gain_revision_fields(tmp_path: Path) -> None:
 
     # Make "old" look as a version before revisions wrote it, and the schema version 7.
     db = sqlite3.connect(path)
+    _as_schema_9(db)
     (blob,) = db.execute("SELECT record FROM jobs WHERE job = 'old'").fetchone()
     old = orjson.loads(blob)
     del old["revision"], old["desired_state"]
@@ -216,6 +250,7 @@ async def test_schema_9_keeps_every_event_and_the_seq_counter(tmp_path: Path) ->
     await store.close()
 
     db = sqlite3.connect(path)
+    _as_schema_9(db)
     db.execute("DELETE FROM events WHERE seq = (SELECT max(seq) FROM events)")  # purged newest
     db.execute("UPDATE schema_version SET version = 8")
     db.commit()
@@ -261,7 +296,7 @@ async def test_the_writer_keeps_the_rows_of_jobs_being_updated_within_bounds(
         assert list(store._updating) == [("ds", "j2"), ("ds", "j3"), ("ds", "j4")]
         again = await store.update_status("ds", "j3", StatusUpdate(Status.RUNNING, progress=1))
         assert again.version == 3 and list(store._updating)[-1] == ("ds", "j3")
-        for (dsid, job), (_, record) in store._updating.items():
+        for (dsid, job), (_, record, _) in store._updating.items():
             assert record == await store.get_job(dsid, job)
             assert record.wire_bytes() == (await store.get_job_wire(dsid, job) or ("", b""))[1]
         await store.update_status("ds", "j4", StatusUpdate(Status.COMPLETE))
@@ -318,7 +353,8 @@ async def test_an_update_names_status_and_lease_only_when_they_change(tmp_path: 
             )
             return {part.split(" = ", 1)[0] for part in clause.split(", ")}
 
-        progress = {"record", "updated_at", "retry_at", "due_at"}
+        # request_seq is in no index: naming it costs nothing.
+        progress = {"record", "updated_at", "retry_at", "due_at", "request_seq"}
         assert await set_list(StatusUpdate(Status.ACCEPTED, progress=0.1)) == progress | {"status"}
         assert await set_list(StatusUpdate(Status.ACCEPTED, progress=0.2)) == progress
         store._updating.clear()  # the row is read again
@@ -414,9 +450,82 @@ async def test_a_batch_reads_the_rows_of_its_jobs_in_one_statement(tmp_path: Pat
         assert x1.cancel_requested and kept1.version == kept.version + 1
         assert isinstance(ghost, errors.NotFound) and isinstance(taken, errors.Conflict)
         reads = [s for s in statements if s.startswith("SELECT") and " FROM jobs " in s]
-        assert len(reads) == 1 and reads[0].startswith("SELECT job, id, record FROM jobs"), reads
+        assert len(reads) == 1 and reads[0].startswith("SELECT job, id, record, request_seq"), reads
         assert '"kept"' not in reads[0] and all(f'"{j}"' in reads[0] for j in "xyz")
         for record in (z1, x1, y1, kept1):
             assert await store.get_job("ds", record.job) == record
     finally:
         await store.close()
+
+
+async def test_rows_written_before_schema_10_are_read_and_written_in_their_form(
+    tmp_path: Path,
+) -> None:
+    """Schema 10 does not rewrite old rows: a job row or event without ``request_seq`` holds
+    its whole record and is read as before; the job's later events keep that form until an
+    update gives it a new revision, whose entry then holds the request."""
+    path = tmp_path / "v9.sqlite3"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.put_datasource(Datasource("ds", ""))
+    await store.submit("ds", "old", "app", {"text": "caf\u00e9 \u0000", "n": 1})
+    await store.update_status("ds", "old", StatusUpdate(Status.RUNNING))
+    await store.close()
+    db = sqlite3.connect(path)
+    _as_schema_9(db)
+    db.execute("UPDATE schema_version SET version = 9")
+    db.commit()
+    db.close()
+
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        await store.update_status("ds", "old", StatusUpdate(Status.RUNNING, progress=0.5))
+        await store.submit("ds", "new", "app", {"n": 2})
+        await store.revise("ds", "old", "app", {"n": 3}, rollback=False)
+        await store.update_status("ds", "old", StatusUpdate(Status.RUNNING, progress=0.9))
+        store._updating.clear()
+        await store.update_status("ds", "old", StatusUpdate(Status.RUNNING, progress=1))
+
+        events = await store.events_after("ds", 0)
+        requests = [(e.type, e.record.revision, e.record.request) for e in events]
+        first = {"text": "caf\u00e9 \u0000", "n": 1}
+        assert requests == [
+            ("request", 0, first),
+            ("status", 0, first),
+            ("status", 0, first),
+            ("request", 0, {"n": 2}),
+            ("update", 1, {"n": 3}),
+            ("status", 1, {"n": 3}),
+            ("status", 1, {"n": 3}),
+        ]
+        for job in ("old", "new"):
+            record = await store.get_job("ds", job)
+            found = await store.get_job_wire("ds", job)
+            assert record is not None and found is not None
+            assert found[1] == record.wire_bytes()
+        entries = await store.entries_since("ds", 0)
+        assert [e.data["request"] for e in entries if e.data] == [first, {"n": 2}, {"n": 3}]
+        wire = await store.entries_since_wire("ds", 0)
+        assert [orjson.loads(t) for _, t in wire] == [e.stream_entry() for e in entries]
+        revisions = [e.record.request for e in await store.job_events("ds", "old")]
+        assert revisions[:3] == [first] * 3 and revisions[3:] == [{"n": 3}] * 3
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)
+    try:
+        forms = db.execute(
+            "SELECT type, request_seq IS NOT NULL, request IS NOT NULL FROM events ORDER BY seq"
+        ).fetchall()
+        assert forms == [
+            ("request", 0, 0),  # written before schema 10
+            ("status", 0, 0),
+            ("status", 0, 0),  # the old job's next event: still whole
+            ("request", 1, 1),
+            ("update", 1, 1),  # the new revision's entry holds its request
+            ("status", 1, 0),
+            ("status", 1, 0),
+        ]
+        assert db.execute("SELECT count(*) FROM jobs WHERE request_seq IS NULL").fetchone() == (0,)
+    finally:
+        db.close()
