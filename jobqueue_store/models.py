@@ -245,7 +245,15 @@ class JobRecord:
         cannot hold."""
         wire = self._wire
         if wire is None:
-            wire = with_request(self.rest_bytes(), self.request_bytes())
+            rest = self._rest
+            if rest is None:
+                rest = orjson.dumps(self._rest_wire())
+                object.__setattr__(self, "_rest", rest)
+            req = self._req
+            if req is None:
+                req = orjson.dumps(self.request)
+                object.__setattr__(self, "_req", req)
+            wire = rest[:-1] + b',"request":' + req + b"}"  # with_request(), inlined
             object.__setattr__(self, "_wire", wire)
         return wire
 
@@ -367,9 +375,13 @@ def record_from_parts(rest: bytes | str, request: bytes | str | None) -> JobReco
     """A record from its stored text and, when the row keeps its request apart, the request's
     text (``None``: ``rest`` holds the whole record, as rows written before that did)."""
     data = orjson.loads(rest)
-    if request is not None:
-        data["request"] = orjson.loads(request)
-    return JobRecord.from_wire(data)
+    if request is None:
+        return JobRecord.from_wire(data)
+    data["request"] = orjson.loads(request)
+    record = JobRecord.from_wire(data)
+    # The request's text as stored: the record's next encodings reuse it (models.evolve).
+    object.__setattr__(record, "_req", request.encode() if isinstance(request, str) else request)
+    return record
 
 
 @immutable
