@@ -8,12 +8,12 @@ import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
-import orjson
 import pytest
 
-from jobqueue_store.models import Datasource, Status, StatusUpdate, with_request
+from jobqueue_store.models import with_request
 from jobqueue_store.storage.postgres import PostgresStore
 from tests.conftest import PG_DSN
+from tests.contract import old_rows
 
 
 @pytest.fixture
@@ -58,11 +58,8 @@ async def test_rows_written_before_schema_7_are_read_and_written_in_their_form(
 ) -> None:
     store = PostgresStore(PG_DSN, schema=schema)
     await store.open()
-    first = {"text": "caf\u00e9 \u0000", "n": 1}
     try:
-        await store.put_datasource(Datasource("ds", ""))
-        await store.submit("ds", "old", "app", first)
-        await store.update_status("ds", "old", StatusUpdate(Status.RUNNING))
+        await old_rows.write_first(store)
     finally:
         await store.close()
     conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": schema})
@@ -74,33 +71,7 @@ async def test_rows_written_before_schema_7_are_read_and_written_in_their_form(
     store = PostgresStore(PG_DSN, schema=schema)
     await store.open()
     try:
-        await store.update_status("ds", "old", StatusUpdate(Status.RUNNING, progress=0.5))
-        await store.submit("ds", "new", "app", {"n": 2})
-        await store.revise("ds", "old", "app", {"n": 3}, rollback=False)
-        await store.update_status("ds", "old", StatusUpdate(Status.RUNNING, progress=0.9))
-        await store.update_status("ds", "old", StatusUpdate(Status.RUNNING, progress=1))
-
-        events = await store.events_after("ds", 0)
-        assert [(e.type, e.record.revision, e.record.request) for e in events] == [
-            ("request", 0, first),
-            ("status", 0, first),
-            ("status", 0, first),
-            ("request", 0, {"n": 2}),
-            ("update", 1, {"n": 3}),
-            ("status", 1, {"n": 3}),
-            ("status", 1, {"n": 3}),
-        ]
-        for job in ("old", "new"):
-            record = await store.get_job("ds", job)
-            found = await store.get_job_wire("ds", job)
-            assert record is not None and found is not None
-            assert found[1] == record.wire_bytes()
-        entries = await store.entries_since("ds", 0)
-        assert [e.data["request"] for e in entries if e.data] == [first, {"n": 2}, {"n": 3}]
-        wire = await store.entries_since_wire("ds", 0)
-        assert [orjson.loads(t) for _, t in wire] == [e.stream_entry() for e in entries]
-        history = [e.record.request for e in await store.job_events("ds", "old")]
-        assert history[:3] == [first] * 3 and history[3:] == [{"n": 3}] * 3
+        await old_rows.go_on(store)
     finally:
         await store.close()
     conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": schema})
@@ -109,15 +80,7 @@ async def test_rows_written_before_schema_7_are_read_and_written_in_their_form(
             "SELECT type, request_seq IS NOT NULL AS points, request IS NOT NULL AS holds"
             " FROM events ORDER BY seq"
         )
-        assert [tuple(r) for r in forms] == [
-            ("request", False, False),  # written before schema 7
-            ("status", False, False),
-            ("status", False, False),  # the old job's next event: still whole
-            ("request", True, True),
-            ("update", True, True),  # the new revision's entry holds its request
-            ("status", True, False),
-            ("status", True, False),
-        ]
+        assert [tuple(r) for r in forms] == old_rows.FORMS
         rows = await conn.fetch("SELECT job, request IS NULL AS apart, request_seq FROM jobs")
         assert all(r["apart"] and r["request_seq"] is not None for r in rows)
     finally:
