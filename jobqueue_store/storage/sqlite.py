@@ -325,10 +325,6 @@ async def _in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: An
     return cast(T, result)
 
 
-def _decode_record(data: bytes) -> JobRecord:
-    return JobRecord.from_wire(codec.loads(data))
-
-
 def _decode_datasource(row: Sequence[Any]) -> Datasource:
     dsid, description, schema, settings = row
     return Datasource.from_stored(
