@@ -371,6 +371,17 @@ def with_request(rest: bytes, request: bytes) -> bytes:
     return rest[:-1] + b',"request":' + request + b"}"
 
 
+_REQUEST_MEMBER = b',"request":'
+
+
+def entry_request(data: bytes | str) -> bytes:
+    """The request's text in the stored data of a ``request`` or ``update`` entry, its last
+    member. The members before it are ids and numbers (no object, no unescaped quote), so the
+    first ``,"request":`` is the member's own."""
+    text = data.encode() if isinstance(data, str) else data
+    return text[text.index(_REQUEST_MEMBER) + len(_REQUEST_MEMBER) : -1]
+
+
 def record_from_parts(rest: bytes | str, request: bytes | str | None) -> JobRecord:
     """A record from its stored text and, when the row keeps its request apart, the request's
     text (``None``: ``rest`` holds the whole record, as rows written before that did)."""

@@ -117,9 +117,7 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 _JOB_COLUMNS = pl.JOB_COLUMNS
 _EVENT_COLUMNS = prv.EVENT_COLUMNS
-_EVENT_INSERT_COLUMNS = (
-    "seq, datasource_id, type, job, client, ts, record, data, request, request_seq"
-)
+_EVENT_INSERT_COLUMNS = "seq, datasource_id, type, job, client, ts, record, data, request_seq"
 # The entries that bring a revision's request and keep its text (events.request).
 _BRINGS_REQUEST = frozenset({"request", "update"})
 
@@ -165,15 +163,15 @@ WITH new_jobs AS (
 ), new_events AS (
     INSERT INTO events ({_EVENT_INSERT_COLUMNS})
     SELECT * FROM unnest($30::bigint[], $31::text[], $32::text[], $33::text[], $34::text[],
-                         $35::bigint[], $36::text[], $37::text[], $38::text[], $39::bigint[])
+                         $35::bigint[], $36::text[], $37::text[], $38::bigint[])
 ), bumped AS (
     UPDATE datasources d SET last_ts = GREATEST(d.last_ts, v.ts)
-    FROM unnest($40::text[], $41::bigint[]) AS v(id, ts)
+    FROM unnest($39::text[], $40::bigint[]) AS v(id, ts)
     WHERE d.id = v.id
 ), counter AS (
-    UPDATE log_counter SET seq = $42::bigint
+    UPDATE log_counter SET seq = $41::bigint
 )
-SELECT pg_notify($43, $44)
+SELECT pg_notify($42, $43)
 """
 _SQL_DS_UPSERT = (
     "INSERT INTO datasources (id, description, request_schema, settings) VALUES ($1, $2, $3, $4) "
@@ -192,14 +190,11 @@ _ENTRIES_SINCE = (
     "AND ts >= $2 AND seq > $3 ORDER BY seq LIMIT $4"
 )
 # A request-stream entry (protocol.md §6) as JSON text, assembled by PostgreSQL from the columns
-# and the entry data's stored text: a page is served without decoding anything. An entry that
-# keeps its request apart gets it back as the data's last member (models.with_request); its
-# data always has members ("job", "client"), so dropping the closing brace leaves a valid prefix.
+# and the entry data's stored text: a page is served without decoding anything.
 _ENTRY_TEXT = (
     """'{"datasource_id":' || to_json(datasource_id)::text || ',"type":' || to_json(type)::text"""
     """ || ',"job":' || to_json(job)::text || ',"client":' || to_json(client)::text"""
-    """ || ',"seq":' || seq || ',"timestamp":' || ts || ',"data":' || CASE WHEN request IS NULL"""
-    """ THEN coalesce(data, 'null') ELSE left(data, -1) || ',"request":' || request || '}' END"""
+    """ || ',"seq":' || seq || ',"timestamp":' || ts || ',"data":' || coalesce(data, 'null')"""
     """ || '}' AS entry"""
 )
 _SQL_LATEST_ENTRY = _LATEST_ENTRY.format(_EVENT_COLUMNS)
@@ -403,9 +398,9 @@ class _Slot:
         return None if self.request_seq is not None else self.request_text
 
 
-_EventRow = tuple[int, str, str, str, str, int, str, str | None, str | None, int | None]
-"""An ``events`` row: seq, datasource, type, job, client, ts, record, data, request and
-request_seq (:data:`_EVENT_INSERT_COLUMNS`)."""
+_EventRow = tuple[int, str, str, str, str, int, str, str | None, int | None]
+"""An ``events`` row: seq, datasource, type, job, client, ts, record, data and request_seq
+(:data:`_EVENT_INSERT_COLUMNS`)."""
 
 
 @dataclass(slots=True)
@@ -1127,32 +1122,20 @@ class PostgresStore(Store):
             slot.due_at = leases.next_due(rec, datasource)
             return seq
         data = entry_data(outcome)
+        data_text = None if data is None else _encode(data, "request entry")
         # Only request and update entries set a job's request (lifecycle, revisions): such an
-        # entry keeps the new revision's request text, once; the row and every later event
-        # point at it. A row that still keeps its request (request_seq NULL, written before
-        # schema 7) has its events written whole, as before, until its next revision.
+        # entry's data keeps the new revision's request text (its last member), once; the row
+        # and every later event point at it. A row that still keeps its request (request_seq
+        # NULL, written before schema 7) has its events written whole, as before, until its
+        # next revision.
         request_seq = slot.request_seq
-        request_text: str | None = None
         if outcome.event in _BRINGS_REQUEST:
-            assert data is not None
-            if rec.request is slot.record.request:
-                request_text = slot.request_text  # a submit's text, encoded once already
-            else:
-                request_text = _encode(rec.request, "request")
-            data_text: str | None = _encode(
-                {k: v for k, v in data.items() if k != "request"}, "request entry"
-            )
-            record_text = _text(rec.rest_bytes, "job record")
+            assert data is not None and data["request"] is rec.request
             request_seq = seq + 1
-        else:
-            data_text = None if data is None else _encode(data, "request entry")
-            record_text = _text(
-                rec.wire_bytes if request_seq is None else rec.rest_bytes, "job record"
-            )
+        record_text = _text(rec.wire_bytes if request_seq is None else rec.rest_bytes, "job record")
         if prv.revised_changed(slot.record, rec):
             slot.revised = True
-        if request_text is not None:
-            slot.request_text, slot.request_seq = request_text, request_seq
+        slot.request_seq = request_seq
         slot.record, slot.response_text, slot.dirty = rec, response_text, True
         slot.due_at = leases.next_due(rec, datasource)
         seq += 1
@@ -1168,7 +1151,6 @@ class PostgresStore(Store):
                 ts,
                 record_text,
                 data_text,
-                request_text,
                 request_seq,
             )
         )
@@ -1178,7 +1160,7 @@ class PostgresStore(Store):
     def _write_args(
         self, slots: dict[tuple[str, str], _Slot], writes: _BatchWrites, seq: int
     ) -> list[Any]:
-        """The 44 parameters of :data:`_SQL_BATCH_WRITE`, as column arrays."""
+        """The 43 parameters of :data:`_SQL_BATCH_WRITE`, as column arrays."""
         new = [s for s in slots.values() if s.dirty and s.row_id is None]
         changed = [s for s in slots.values() if s.dirty and s.row_id is not None]
         args: list[Any] = [
@@ -1213,7 +1195,7 @@ class PostgresStore(Store):
             [s.due_at for s in changed],
         ]
         columns = [list(column) for column in zip(*writes.events, strict=True)]
-        args.extend(columns or [[] for _ in range(10)])
+        args.extend(columns or [[] for _ in range(9)])
         args.append(list(writes.last_ts))
         args.append(list(writes.last_ts.values()))
         args.extend([seq, self._channel, str(seq)])

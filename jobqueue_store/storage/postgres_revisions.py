@@ -7,32 +7,32 @@ fields live in one JSON text column, ``pipeline`` (``NULL`` while they are all a
 defaults); a job whose request or revision fields changed is written by :data:`SQL_WRITE_REVISED`
 after the batch's set-based write.
 
-Each revision's request text is stored once (schema 7), in the log entry that brought it
-(``events.request`` of the ``request`` or ``update`` entry, whose ``data`` leaves the ``request``
-member out). The job row and the job's other events point at that entry (``request_seq``) and
-keep their records without ``request``; :data:`EVENT_COLUMNS` and :func:`row_event` put the
-request back on every read. Rows with ``request_seq`` ``NULL`` were written before and hold
-their request themselves.
+Each revision's request text is stored once (schema 7), in the data of the log entry that
+brought it (the ``request`` or ``update`` entry; the data's last member). The job row and the
+job's other events point at that entry (``request_seq``; the entry points at itself) and keep
+their records without ``request``; :data:`EVENT_COLUMNS` and :func:`row_event` put the request
+back on every read. Rows with ``request_seq`` ``NULL`` were written before and hold their
+request themselves.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import asyncpg
 
 from jobqueue_store import codec, revisions
-from jobqueue_store.models import Event, JobRecord, record_from_parts
+from jobqueue_store.models import Event, JobRecord, entry_request, record_from_parts
 from jobqueue_store.storage.commands import Desired as Desired
 from jobqueue_store.storage.commands import Revise as Revise
 
 # An event as every read of ``events`` takes it (the table unaliased): its own columns, and
-# ``record_request``, the request of its record's revision (``NULL``: ``record`` is whole).
+# ``request_entry``, the data of the entry holding its record's request (``NULL``: ``record`` is
+# whole).
 EVENT_COLUMNS = (
-    "seq, datasource_id, type, job, client, ts, record, data, request, "
-    "CASE WHEN request_seq IS NULL THEN NULL WHEN request_seq = seq THEN request "
-    "ELSE (SELECT r.request FROM events r WHERE r.seq = events.request_seq) END AS record_request"
+    "seq, datasource_id, type, job, client, ts, record, data, "
+    "CASE WHEN request_seq IS NULL THEN NULL WHEN request_seq = seq THEN data "
+    "ELSE (SELECT r.data FROM events r WHERE r.seq = events.request_seq) END AS request_entry"
 )
 SQL_JOB_EVENTS = (
     f"SELECT {EVENT_COLUMNS} FROM events WHERE datasource_id = $1 AND job = $2 ORDER BY seq"
@@ -90,11 +90,8 @@ def revised_changed(before: JobRecord, after: JobRecord) -> bool:
 
 
 def row_event(row: asyncpg.Record) -> Event:
-    """The event of a row read with :data:`EVENT_COLUMNS`, with its whole record and data."""
-    text, request = row["data"], row["request"]
-    data: dict[str, Any] | None = None if text is None else codec.loads(text)
-    if data is not None and request is not None:
-        data["request"] = codec.loads(request)  # the last member, as in the entry made
+    """The event of a row read with :data:`EVENT_COLUMNS`, with its whole record."""
+    entry = row["request_entry"]
     return Event(
         seq=row["seq"],
         datasource_id=row["datasource_id"],
@@ -102,8 +99,8 @@ def row_event(row: asyncpg.Record) -> Event:
         job=row["job"],
         client=row["client"],
         timestamp=row["ts"],
-        record=record_from_parts(row["record"], row["record_request"]),
-        data=data,
+        record=record_from_parts(row["record"], None if entry is None else entry_request(entry)),
+        data=None if row["data"] is None else codec.loads(row["data"]),
     )
 
 

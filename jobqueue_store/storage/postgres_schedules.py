@@ -77,7 +77,7 @@ SELECT pg_notify($15, $16)
 # Schedule events with the columns of a job event read (postgres_revisions.EVENT_COLUMNS).
 EVENTS_UNION = (
     "SELECT seq, datasource_id, 'schedule' AS type, schedule AS job, client, ts, record, "
-    "NULL AS data, NULL AS request, NULL AS record_request FROM schedule_events"
+    "NULL AS data, NULL AS request_entry FROM schedule_events"
 )
 
 

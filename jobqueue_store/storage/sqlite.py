@@ -80,16 +80,12 @@ _MAX_INT64 = 2**63 - 1
 
 _EVENT_COLUMNS = rf.EVENT_COLUMNS
 # A request-stream entry (protocol.md §6) as JSON text, assembled by SQLite from the stored
-# columns and the entry data's stored JSON (with the entry's request put back as its last
-# member): a page is served without decoding anything. The data's text is a BLOB: substr and
-# length count bytes.
+# columns and the entry data's stored JSON: a page is served without decoding anything.
 _ENTRY_TEXT = (
     "CAST('{\"datasource_id\":' || json_quote(datasource_id) || ',\"type\":' || json_quote(type)"
     " || ',\"job\":' || json_quote(job) || ',\"client\":' || json_quote(client)"
-    " || ',\"seq\":' || seq || ',\"timestamp\":' || timestamp || ',\"data\":' || CASE"
-    " WHEN request IS NULL THEN coalesce(CAST(data AS TEXT), 'null')"
-    " ELSE CAST(substr(data, 1, length(data) - 1) AS TEXT) || ',\"request\":'"
-    " || CAST(request AS TEXT) || '}' END || '}' AS BLOB)"
+    " || ',\"seq\":' || seq || ',\"timestamp\":' || timestamp"
+    " || ',\"data\":' || coalesce(CAST(data AS TEXT), 'null') || '}' AS BLOB)"
 )
 CHECKPOINT_SECONDS = 0.5
 """How often a connection of its own copies the write-ahead log into the database (a PASSIVE
@@ -152,8 +148,8 @@ _SELECT_JOBS = (
 )
 _SELECT_JOB = f"SELECT {rf.JOB_ROW} FROM jobs WHERE datasource_id = ? AND job = ?"
 _INSERT_EVENT = (
-    "INSERT INTO events (seq, datasource_id, type, job, client, timestamp, data, record, request,"
-    " request_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (seq, datasource_id, type, job, client, timestamp, data, record,"
+    " request_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -259,7 +255,6 @@ class _EventWrite:
     data: dict[str, Any] | None
     data_text: bytes | None
     text: bytes
-    request: bytes | None
     ref: _Ref
     seq: int = 0
 
@@ -977,26 +972,17 @@ class SQLiteStore(Store):
         record = outcome.record
         whole = _encode_record(record)
         data = lifecycle.entry_data(outcome)
+        data_text = None if data is None else _encode(data, "request entry")
         event = outcome.event
         entry = None
         if event == "request" or event == "update":
-            # The entry brings the revision's request: its one stored copy. The data and the
-            # record are stored without it, and the job's row and later events point here.
+            # The entry brings the revision's request: its data holds the one stored copy (as
+            # its last member), and the job's row and later events point here.
             assert data is not None and data["request"] is record.request
-            rest = data.copy()
-            del rest["request"]
             entry = _EventWrite(
-                record,
-                event,
-                timestamp,
-                data,
-                _encode(rest, "request entry"),
-                record.rest_bytes(),
-                record.request_bytes(),
-                None,
+                record, event, timestamp, data, data_text, record.rest_bytes(), None
             )
             entry.ref = ref = entry
-        data_text = None if data is None or entry is not None else _encode(data, "request entry")
         text = whole if ref is None else record.rest_bytes()
         lease_id = None if record.lease is None else record.lease.id
         due_at = leases.next_due(record, datasource)
@@ -1011,7 +997,7 @@ class SQLiteStore(Store):
         out.stored.append((record.datasource_id, record.job, record.client, whole))
         if event is not None:
             if entry is None:
-                entry = _EventWrite(record, event, timestamp, data, data_text, text, None, ref)
+                entry = _EventWrite(record, event, timestamp, data, data_text, text, ref)
             out.entries.append(entry)
             self._last_ts[record.datasource_id] = timestamp
         return ref
@@ -1061,7 +1047,6 @@ class SQLiteStore(Store):
                     e.timestamp,
                     e.data_text,
                     e.text,
-                    e.request,
                     _seq_of(e.ref),
                 )
                 for e in entries
@@ -1474,7 +1459,7 @@ def _file_system_trouble(path: Path) -> str:
 
 def _job_wire(db: sqlite3.Connection, dsid: str, job: str) -> tuple[str, bytes] | None:
     row = db.execute(
-        f"SELECT client, record, {rf.REQUEST_OF_JOB} FROM jobs WHERE datasource_id = ? AND job = ?",
+        f"SELECT client, record, {rf.ENTRY_OF_JOB} FROM jobs WHERE datasource_id = ? AND job = ?",
         (dsid, job),
     ).fetchone()
     return None if row is None else (row[0], rf.stored_text(row[1], row[2]))

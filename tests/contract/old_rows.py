@@ -21,7 +21,8 @@ FORMS = [
     ("status", True, False),
     ("status", True, False),
 ]
-"""Each event's (type, points at an entry, holds a request) once :func:`go_on` has run."""
+"""Each event's (type, points at the entry holding its request, is that entry) once
+:func:`go_on` has run."""
 
 
 async def write_first(store: Store) -> None:

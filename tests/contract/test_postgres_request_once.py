@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from jobqueue_store.models import with_request
+from jobqueue_store.models import entry_request, with_request
 from jobqueue_store.storage.postgres import PostgresStore
 from tests.conftest import PG_DSN
 from tests.contract import old_rows
@@ -29,27 +29,23 @@ async def schema() -> AsyncIterator[str]:
 
 async def _as_before_schema_7(conn: asyncpg.Connection) -> None:
     """Put every row in the form versions before schema 7 wrote: requests in the job rows,
-    whole records and data in the events."""
+    whole records in the events."""
     requests = {
-        r["seq"]: r["request"]
-        for r in await conn.fetch("SELECT seq, request FROM events WHERE request IS NOT NULL")
+        r["seq"]: entry_request(r["data"]).decode()
+        for r in await conn.fetch("SELECT seq, data FROM events WHERE request_seq = seq")
     }
-    await conn.execute(
-        "UPDATE jobs j SET request = e.request, request_seq = NULL FROM events e"
-        " WHERE e.seq = j.request_seq"
-    )
-    for r in await conn.fetch("SELECT seq, data, record, request, request_seq FROM events"):
-        record, data = r["record"], r["data"]
-        if r["request_seq"] is not None:
-            record = with_request(record.encode(), requests[r["request_seq"]].encode()).decode()
-        if r["request"] is not None:
-            data = with_request(data.encode(), r["request"].encode()).decode()
+    for r in await conn.fetch("SELECT id, request_seq FROM jobs"):
         await conn.execute(
-            "UPDATE events SET record = $2, data = $3, request = NULL, request_seq = NULL"
-            " WHERE seq = $1",
+            "UPDATE jobs SET request = $2, request_seq = NULL WHERE id = $1",
+            r["id"],
+            requests[r["request_seq"]],
+        )
+    for r in await conn.fetch("SELECT seq, record, request_seq FROM events"):
+        record = with_request(r["record"].encode(), requests[r["request_seq"]].encode())
+        await conn.execute(
+            "UPDATE events SET record = $2, request_seq = NULL WHERE seq = $1",
             r["seq"],
-            record,
-            data,
+            record.decode(),
         )
 
 
@@ -77,7 +73,8 @@ async def test_rows_written_before_schema_7_are_read_and_written_in_their_form(
     conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": schema})
     try:
         forms = await conn.fetch(
-            "SELECT type, request_seq IS NOT NULL AS points, request IS NOT NULL AS holds"
+            "SELECT type, request_seq IS NOT NULL AS points,"
+            " coalesce(request_seq = seq, false) AS holds"
             " FROM events ORDER BY seq"
         )
         assert [tuple(r) for r in forms] == old_rows.FORMS

@@ -25,35 +25,29 @@ from tests.contract import old_rows
 
 def _as_schema_9(db: sqlite3.Connection) -> None:
     """Give a database of this version the layout schema 9 had: each row and event holds its
-    whole record (and an entry its whole data), and the columns of schema 10 are gone."""
-    requests = dict(db.execute("SELECT seq, request FROM events WHERE request IS NOT NULL"))
+    whole record, and the columns of schema 10 are gone."""
+    requests = {
+        seq: orjson.loads(data)["request"]
+        for seq, data in db.execute("SELECT seq, data FROM events WHERE request_seq = seq")
+    }
 
     def whole(text: bytes, request_seq: int | None) -> bytes:
         if request_seq is None:
             return text
         value = orjson.loads(text)
-        value["request"] = orjson.loads(requests[request_seq])
+        value["request"] = requests[request_seq]
         return orjson.dumps(value)
 
     for row_id, record, request_seq in db.execute(
         "SELECT id, record, request_seq FROM jobs"
     ).fetchall():
         db.execute("UPDATE jobs SET record = ? WHERE id = ?", (whole(record, request_seq), row_id))
-    for seq, data, record, request_seq in db.execute(
-        "SELECT seq, data, record, request_seq FROM events"
+    for seq, record, request_seq in db.execute(
+        "SELECT seq, record, request_seq FROM events"
     ).fetchall():
-        if seq in requests:
-            data = whole(data, seq)
-        db.execute(
-            "UPDATE events SET data = ?, record = ? WHERE seq = ?",
-            (data, whole(record, request_seq), seq),
-        )
-    for table, column in (
-        ("events", "request"),
-        ("events", "request_seq"),
-        ("jobs", "request_seq"),
-    ):
-        db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        db.execute("UPDATE events SET record = ? WHERE seq = ?", (whole(record, request_seq), seq))
+    for table in ("events", "jobs"):
+        db.execute(f"ALTER TABLE {table} DROP COLUMN request_seq")
 
 
 async def test_old_records_gain_revision_fields(tmp_path: Path) -> None:
@@ -486,7 +480,7 @@ async def test_rows_written_before_schema_10_are_read_and_written_in_their_form(
     db = sqlite3.connect(path)
     try:
         forms = db.execute(
-            "SELECT type, request_seq IS NOT NULL, request IS NOT NULL FROM events ORDER BY seq"
+            "SELECT type, request_seq IS NOT NULL, request_seq = seq FROM events ORDER BY seq"
         ).fetchall()
         assert [(t, bool(p), bool(h)) for t, p, h in forms] == old_rows.FORMS
         assert db.execute("SELECT count(*) FROM jobs WHERE request_seq IS NULL").fetchone() == (0,)

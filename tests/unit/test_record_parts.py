@@ -63,3 +63,24 @@ def test_a_changed_record_reuses_the_request_text_only_while_the_request_stays()
     assert orjson.loads(revised.wire_bytes())["request"] == {"n": 2}
     replaced = replace(record, request={"n": 3})
     assert orjson.loads(replaced.wire_bytes())["request"] == {"n": 3}
+
+
+def test_an_entry_s_data_gives_back_the_request_text_it_holds() -> None:
+    """The request is the last member of a request or update entry's data; the members before
+    it are ids and numbers, so the first ``,"request":`` is its own, whatever the request holds
+    (a nested "request" key, the same text inside a string)."""
+    from jobqueue_store.lifecycle import request_entry_data
+    from jobqueue_store.models import entry_request
+    from jobqueue_store.revisions import update_entry_data
+
+    tricky = {"request": {"request": ',"request":'}, "s": '"}', "": [',"request":']}
+    for request in (REQUEST, tricky, None, 0, "x", [[]]):
+        record = _record(request=request, revision=3, rollback_of=2)
+        for data in (
+            request_entry_data(record),
+            request_entry_data(record, timeout=30),
+            update_entry_data(record, 2),
+        ):
+            text = orjson.dumps(data)
+            assert entry_request(text) == record.request_bytes()
+            assert entry_request(text.decode()) == record.request_bytes()
