@@ -56,7 +56,8 @@ class Outcome:
 
 def request_entry_data(record: JobRecord, timeout: int | None = None) -> dict[str, Any]:
     """The data of a ``request`` entry: the job as submitted. ``request`` comes last: the stores
-    keep the entry's data without it and the request's text apart (``models.with_request``)."""
+    keep the request's one copy there, and the job's row and other events take its text from it
+    (``models.entry_request``)."""
     data: dict[str, Any] = {"job": record.job, "client": record.client}
     if timeout is not None:
         data["timeout"] = timeout

@@ -367,7 +367,7 @@ def evolve(record: JobRecord, **changes: Any) -> JobRecord:
 
 def with_request(rest: bytes, request: bytes) -> bytes:
     """The JSON object ``rest`` (non-empty, as orjson writes it) with ``"request": request``
-    appended as its last member: a record or an entry's data whose request is stored apart."""
+    appended as its last member: a record stored without its request, made whole."""
     return rest[:-1] + b',"request":' + request + b"}"
 
 

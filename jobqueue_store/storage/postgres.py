@@ -24,12 +24,12 @@ Several store processes may share one database (behind a load balancer). The des
   notification is only a wake-up.
 - **Retention**: :meth:`PostgresStore.purge` is a command of the writer too, so it holds the log
   lock: purges of several processes and every write are serialised, and it commits atomically.
-- **Requests are stored once** (schema 7): in the ``request`` or ``update`` entry that brought
-  the revision (``events.request``; the entry's ``data`` without its ``request`` member). The job
-  row and the job's other events point at that entry (``request_seq``) and keep records without
-  ``request``; reads put it back (:data:`~.postgres_leases.JOB_COLUMNS`,
-  :data:`~.postgres_revisions.EVENT_COLUMNS`). A job whose row has no ``request_seq`` (written
-  before) keeps the old form, request in every row, until its next revision.
+- **Requests are stored once** (schema 7): in the data of the ``request`` or ``update`` entry
+  that brought the revision (its last member). The job row and the job's other events point at
+  that entry (``request_seq``) and keep records without ``request``; reads put it back
+  (:data:`~.postgres_leases.JOB_COLUMNS`, :data:`~.postgres_revisions.EVENT_COLUMNS`). A job
+  whose row has no ``request_seq`` (written before) keeps the old form, request in every row,
+  until its next revision.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 _JOB_COLUMNS = pl.JOB_COLUMNS
 _EVENT_COLUMNS = prv.EVENT_COLUMNS
 _EVENT_INSERT_COLUMNS = "seq, datasource_id, type, job, client, ts, record, data, request_seq"
-# The entries that bring a revision's request and keep its text (events.request).
+# The entries that bring a revision's request and keep its text (in their data).
 _BRINGS_REQUEST = frozenset({"request", "update"})
 
 _SQL_LOCK_LOG = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
