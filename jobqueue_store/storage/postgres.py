@@ -66,6 +66,7 @@ from jobqueue_store.models import (
     Status,
     StatusUpdate,
     WorkerInfo,
+    entry_request,
 )
 from jobqueue_store.schedules import (
     ScheduleAction,
@@ -266,12 +267,13 @@ def _loads_opt(text: str | None) -> Any:
 def _row_record(row: asyncpg.Record) -> JobRecord:
     response = row["response"]
     lease_id = row["lease_id"]
+    entry = row["request_entry"]
     record = JobRecord(
         datasource_id=row["datasource_id"],
         job=row["job"],
         client=row["client"],
         status=Status(row["status"]),
-        request=codec.loads(row["request"]),
+        request=codec.loads(row["request"] if entry is None else entry_request(entry)),
         cancel_requested=row["cancel_requested"],
         version=row["version"],
         submitted_at=row["submitted_at"],
@@ -382,7 +384,8 @@ class _Slot:
 
     row_id: int | None
     record: JobRecord
-    request_text: str
+    request_text: str | None
+    """The row's own request text (``None``: the log entry at ``request_seq`` holds it)."""
     response_text: str | None
     dirty: bool = False
     due_at: int | None = None

@@ -26,21 +26,13 @@ from jobqueue_store.storage.commands import Claim as Claim
 from jobqueue_store.storage.commands import FireDue as FireDue
 from jobqueue_store.storage.commands import Heartbeat as Heartbeat
 
-# The request's text in the data of the entry that brought it: the data's last member. The
-# members before it are ids and numbers, so the first ',"request":' is the member's own
-# (models.entry_request).
-ENTRY_REQUEST = (
-    "substr({0}, strpos({0}, ',\"request\":') + 11,"
-    " length({0}) - strpos({0}, ',\"request\":') - 11)"
-)
-# The columns of a job as every read of ``jobs`` takes them (the table unaliased). ``request``
-# is the current revision's request text: the row's own (a row written before schema 7) or that
-# of the log entry that brought it (``request_seq``).
+# The columns of a job as every read of ``jobs`` takes them (the table unaliased). The current
+# revision's request is the row's own ``request`` (a row written before schema 7), or in
+# ``request_entry``, the data of the log entry that brought it (``request_seq``).
 JOB_COLUMNS = (
-    "id, datasource_id, job, client, status, coalesce(request, (SELECT "
-    + ENTRY_REQUEST.format("e.data")
-    + " FROM events e WHERE e.seq = jobs.request_seq)) AS request, request_seq, response, error, "
-    "progress, "
+    "id, datasource_id, job, client, status, request, request_seq, "
+    "(SELECT e.data FROM events e WHERE e.seq = jobs.request_seq) AS request_entry, "
+    "response, error, progress, "
     "cancel_requested, version, submitted_at, updated_at, lease_id, lease_worker, "
     "lease_expires_at, attempts, retry_at, deadline, pipeline, schedule, scheduled_for"
 )
