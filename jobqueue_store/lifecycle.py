@@ -73,6 +73,10 @@ def cancel_entry_data(record: JobRecord, reason: str | None = None) -> dict[str,
     return data
 
 
+BRINGS_REQUEST: frozenset[EventType] = frozenset({"request", "update"})
+"""The entries that bring a revision's request: the stores keep its one copy in their data."""
+
+
 def entry_data(outcome: Outcome) -> dict[str, Any] | None:
     """The request-stream data of ``outcome``'s event (``None`` for a status event)."""
     if outcome.data is not None:

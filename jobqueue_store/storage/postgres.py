@@ -49,6 +49,7 @@ from jobqueue_store import codec, leases, revisions
 from jobqueue_store import schedules as schedule_rules
 from jobqueue_store.errors import BadRequest, NotFound, StoreError, Unavailable
 from jobqueue_store.lifecycle import (
+    BRINGS_REQUEST,
     Outcome,
     decide_cancel,
     decide_submit,
@@ -119,8 +120,6 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 _JOB_COLUMNS = pl.JOB_COLUMNS
 _EVENT_COLUMNS = prv.EVENT_COLUMNS
 _EVENT_INSERT_COLUMNS = "seq, datasource_id, type, job, client, ts, record, data, request_seq"
-# The entries that bring a revision's request and keep its text (in their data).
-_BRINGS_REQUEST = frozenset({"request", "update"})
 
 _SQL_LOCK_LOG = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
 _SQL_GET_COUNTER = "SELECT seq FROM log_counter"
@@ -1132,7 +1131,7 @@ class PostgresStore(Store):
         # NULL, written before schema 7) has its events written whole, as before, until its
         # next revision.
         request_seq = slot.request_seq
-        if outcome.event in _BRINGS_REQUEST:
+        if outcome.event in BRINGS_REQUEST:
             assert data is not None and data["request"] is rec.request
             request_seq = seq + 1
         record_text = _text(rec.wire_bytes if request_seq is None else rec.rest_bytes, "job record")

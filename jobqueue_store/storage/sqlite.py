@@ -975,7 +975,7 @@ class SQLiteStore(Store):
         data_text = None if data is None else _encode(data, "request entry")
         event = outcome.event
         entry = None
-        if event == "request" or event == "update":
+        if event is not None and event in lifecycle.BRINGS_REQUEST:
             # The entry brings the revision's request: its data holds the one stored copy (as
             # its last member), and the job's row and later events point here.
             assert data is not None and data["request"] is record.request
