@@ -49,7 +49,7 @@ from typing import Any
 
 import orjson
 
-from bench import celery_row, claims, profile
+from bench import celery_row, claims, cpu, profile
 from bench.load import HERE, WRK, Load, LoadResult, run_load
 from bench.populate import Populated, populate
 from bench.procs import PYTHON, baseline_proc, free_port, store_proc
@@ -133,6 +133,14 @@ HEADER = (
 def median(values: list[float]) -> float:
     """The median, 0.0 for no values."""
     return statistics.median(values) if values else 0.0
+
+
+def _cpu_medians(results: list[LoadResult]) -> dict[str, float]:
+    """The median of each CPU-per-request figure over the rounds that have one ({} if none)."""
+    readings = [r.extra["cpu_us"] for r in results if "cpu_us" in r.extra]
+    if not readings:
+        return {}
+    return {key: round(median([x[key] for x in readings]), 1) for key in readings[0]}
 
 
 def rps(x: float) -> str:
@@ -306,11 +314,32 @@ class Harness:
             results: dict[str, list[LoadResult]] = {name: [] for name in measures}
             for r in range(plan.rounds):
                 for name, measure in measures.items():
+                    pid = (
+                        None
+                        if name == "celery"
+                        else baseline.pid
+                        if name.startswith("baseline")
+                        else self.store.pid
+                    )
+                    before = cpu.threads(pid) if pid is not None else {}
                     result = await measure(r)
+                    used = (
+                        cpu.per_request(pid, before, cpu.threads(pid), result.requests)
+                        if pid is not None
+                        else None
+                    )
                     results[name].append(result)
+                    if used is not None:
+                        result.extra["cpu_us"] = used.as_dict()
                     self.say(
                         f"round {r + 1}/{plan.rounds} {name}: {result.rps:,.0f} req/s "
                         f"p50 {result.p50_ms:.2f} ms p99 {result.p99_ms:.2f} ms"
+                        + (
+                            ""
+                            if used is None
+                            else f"; CPU {used.total_us:.1f} us/req (loop {used.loop_us:.1f},"
+                            f" other threads {used.threads_us:.1f}, kernel {used.system_us:.1f})"
+                        )
                     )
             if celery:
                 await celery.stop()  # not left idle on the store's core for the other measures
@@ -365,6 +394,10 @@ class Harness:
                 "baseline_rps": median([b.rps for b in theirs]),
                 "round_ratios": ratios,
             }
+            cpu_mine = _cpu_medians(mine)
+            if cpu_mine:
+                numbers["cpu_us_per_request"] = cpu_mine
+                numbers["baseline_cpu_us_per_request"] = _cpu_medians(theirs)
             if name == "cancel":
                 numbers["distinct_jobs_per_round"] = plan.cancel_jobs
                 numbers["requests_per_round"] = [m.requests for m in mine]
@@ -899,6 +932,25 @@ class Harness:
         """The markdown table."""
         return "\n".join([HEADER, *(row.markdown() for row in self.rows)])
 
+    def cpu_lines(self) -> list[str]:
+        """Where each HTTP row's time went: the store's CPU per request (its loop's thread, its
+        other threads) beside the baseline's, medians of the rounds."""
+        lines = []
+        for row in self.rows:
+            mine = row.numbers.get("cpu_us_per_request")
+            theirs = row.numbers.get("baseline_cpu_us_per_request")
+            if not mine or not theirs:
+                continue
+            lines.append(
+                f"- {row.measure}: {mine['total']:.1f} us of CPU per request (event loop "
+                f"{mine['loop']:.1f}, other threads {mine['threads']:.1f}; in the kernel "
+                f"{mine['system']:.1f}); the baseline {theirs['total']:.1f} us "
+                f"(CPU ratio {theirs['total'] / mine['total']:.2f})"
+                if mine["total"]
+                else f"- {row.measure}: no CPU reading"
+            )
+        return lines
+
 
 def build_plan(args: argparse.Namespace) -> Plan:
     """Sizes from the command line; ``--quick`` shrinks everything to a smoke run."""
@@ -1030,6 +1082,10 @@ async def amain(args: argparse.Namespace) -> Path:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(began))}; {elapsed:.0f} s; "
         f"load generator {plan.tool}"
     )
+    cpu_lines = harness.cpu_lines()
+    if cpu_lines:
+        print("\nCPU per request (`/proc`, all threads of the server process):")
+        print("\n".join(cpu_lines))
     if harness.celery_skipped:
         print(f"\n{harness.celery_skipped}")
     for name, summary in harness.profiles.items():
@@ -1058,6 +1114,7 @@ async def amain(args: argparse.Namespace) -> Path:
             "raw": harness.raw,
             "profiles": harness.profiles,
             "table": table,
+            "cpu": cpu_lines,
         },
     )
     print(f"results: {out}")

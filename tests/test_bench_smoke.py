@@ -15,7 +15,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from bench import celery_row, load, rawhttp, run
+from bench import celery_row, cpu, load, rawhttp, run
 from bench.procs import baseline_proc, free_port
 
 WRK_REPORT = """Running 5s test @ http://127.0.0.1:8080
@@ -137,6 +137,39 @@ def test_quick_run_produces_every_row(tmp_path: Path) -> None:
         assert numbers, row
         assert all(math.isfinite(x) for x in numbers), row
     assert results["table"].count("\n") == len(expected_rows) + 1
+    # Each HTTP row says where the store's time went: CPU per request, loop and other threads.
+    by_measure = {row["measure"].split(" (")[0]: row["numbers"] for row in rows}
+    for measure in ("durable submit", "status GET", "driver status update", "cancel"):
+        for key in ("cpu_us_per_request", "baseline_cpu_us_per_request"):
+            split = by_measure[measure][key]
+            assert all(math.isfinite(v) and v >= 0 for v in split.values()), (measure, split)
+            assert abs(split["loop"] + split["threads"] - split["total"]) <= 0.2, (measure, split)
+            assert split["system"] <= split["total"] + 0.1, (measure, split)
+    assert len(results["cpu"]) >= 4, results["cpu"]
+
+
+def test_cpu_per_request_splits_the_loop_from_the_other_threads() -> None:
+    pid = 4242
+    before = {pid: (100, 20), 4243: (50, 5)}
+    after = {pid: (160, 30), 4243: (80, 15), 4250: (4, 1)}  # 4250 started during the load
+    split = cpu.per_request(pid, before, after, requests=1000)
+    assert split is not None
+    tick_us = 1e6 / cpu.TICKS
+    assert split.loop_us == pytest.approx(70 * tick_us / 1000)
+    assert split.threads_us == pytest.approx((40 + 5) * tick_us / 1000)
+    assert split.system_us == pytest.approx((10 + 10 + 1) * tick_us / 1000)
+    assert split.total_us == pytest.approx(115 * tick_us / 1000)
+    assert cpu.per_request(pid, before, {}, requests=10) is None, "the process was gone"
+    assert cpu.per_request(pid, before, after, requests=0) is None
+
+
+def test_cpu_threads_reads_this_process() -> None:
+    import os
+
+    readings = cpu.threads(os.getpid())
+    assert os.getpid() in readings, "the main thread's id is the pid"
+    assert all(user >= 0 and kernel >= 0 for user, kernel in readings.values())
+    assert cpu.threads(2**22 + 12345) == {}, "no such process"
 
 
 def test_raw_http_head_parser() -> None:
