@@ -82,3 +82,11 @@ def per_request(
             other += used
     scale = 1e6 / TICKS / requests
     return CpuPerRequest(loop * scale, other * scale, system * scale)
+
+
+def describe(split: dict[str, float]) -> str:
+    """A split as :meth:`CpuPerRequest.as_dict` gives it (or a median of such), in words."""
+    return (
+        f"{split['total']:.1f} us of CPU per request (event loop {split['loop']:.1f}, other "
+        f"threads {split['threads']:.1f}; in the kernel {split['system']:.1f})"
+    )

@@ -314,32 +314,20 @@ class Harness:
             results: dict[str, list[LoadResult]] = {name: [] for name in measures}
             for r in range(plan.rounds):
                 for name, measure in measures.items():
-                    pid = (
-                        None
-                        if name == "celery"
-                        else baseline.pid
-                        if name.startswith("baseline")
-                        else self.store.pid
-                    )
-                    before = cpu.threads(pid) if pid is not None else {}
+                    # The server measured (the Celery row's processes are not read).
+                    server = {"celery": None, "baseline": baseline}.get(name.split()[0], self.store)
+                    before = cpu.threads(server.pid) if server else {}
                     result = await measure(r)
-                    used = (
-                        cpu.per_request(pid, before, cpu.threads(pid), result.requests)
-                        if pid is not None
-                        else None
-                    )
                     results[name].append(result)
-                    if used is not None:
+                    used = server and cpu.per_request(
+                        server.pid, before, cpu.threads(server.pid), result.requests
+                    )
+                    if used:
                         result.extra["cpu_us"] = used.as_dict()
                     self.say(
                         f"round {r + 1}/{plan.rounds} {name}: {result.rps:,.0f} req/s "
                         f"p50 {result.p50_ms:.2f} ms p99 {result.p99_ms:.2f} ms"
-                        + (
-                            ""
-                            if used is None
-                            else f"; CPU {used.total_us:.1f} us/req (loop {used.loop_us:.1f},"
-                            f" other threads {used.threads_us:.1f}, kernel {used.system_us:.1f})"
-                        )
+                        + (f"; {cpu.describe(used.as_dict())}" if used else "")
                     )
             if celery:
                 await celery.stop()  # not left idle on the store's core for the other measures
@@ -941,13 +929,10 @@ class Harness:
             theirs = row.numbers.get("baseline_cpu_us_per_request")
             if not mine or not theirs:
                 continue
+            ratio = f"{theirs['total'] / mine['total']:.2f}" if mine["total"] else "-"
             lines.append(
-                f"- {row.measure}: {mine['total']:.1f} us of CPU per request (event loop "
-                f"{mine['loop']:.1f}, other threads {mine['threads']:.1f}; in the kernel "
-                f"{mine['system']:.1f}); the baseline {theirs['total']:.1f} us "
-                f"(CPU ratio {theirs['total'] / mine['total']:.2f})"
-                if mine["total"]
-                else f"- {row.measure}: no CPU reading"
+                f"- {row.measure}: {cpu.describe(mine)}; the baseline {theirs['total']:.1f} us "
+                f"(CPU ratio {ratio})"
             )
         return lines
 
