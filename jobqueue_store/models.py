@@ -395,6 +395,13 @@ def record_from_parts(rest: bytes | str, request: bytes | str | None) -> JobReco
     return record
 
 
+def record_from_entry(rest: bytes | str, entry: bytes | str | None) -> JobRecord:
+    """A record from its stored text and the stored data of the ``request`` or ``update`` entry
+    holding its request (``None``: ``rest`` holds the whole record): how both stores read a job
+    row or an event."""
+    return record_from_parts(rest, None if entry is None else entry_request(entry))
+
+
 @immutable
 class StatusUpdate:
     """A driver's status report. It sets status, response, error and progress to exactly what it

@@ -22,7 +22,7 @@ from dataclasses import replace
 import asyncpg
 
 from jobqueue_store import codec, revisions
-from jobqueue_store.models import Event, JobRecord, entry_request, record_from_parts
+from jobqueue_store.models import Event, JobRecord, record_from_entry
 from jobqueue_store.storage.commands import Desired as Desired
 from jobqueue_store.storage.commands import Revise as Revise
 
@@ -91,7 +91,6 @@ def revised_changed(before: JobRecord, after: JobRecord) -> bool:
 
 def row_event(row: asyncpg.Record) -> Event:
     """The event of a row read with :data:`EVENT_COLUMNS`, with its whole record."""
-    entry = row["request_entry"]
     return Event(
         seq=row["seq"],
         datasource_id=row["datasource_id"],
@@ -99,7 +98,7 @@ def row_event(row: asyncpg.Record) -> Event:
         job=row["job"],
         client=row["client"],
         timestamp=row["ts"],
-        record=record_from_parts(row["record"], None if entry is None else entry_request(entry)),
+        record=record_from_entry(row["record"], row["request_entry"]),
         data=None if row["data"] is None else codec.loads(row["data"]),
     )
 

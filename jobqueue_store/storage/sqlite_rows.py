@@ -14,13 +14,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from jobqueue_store import codec
-from jobqueue_store.models import (
-    Event,
-    JobRecord,
-    entry_request,
-    record_from_parts,
-    with_request,
-)
+from jobqueue_store.models import Event, JobRecord, entry_request, record_from_entry, with_request
 
 ENTRY_OF_JOB = "(SELECT e.data FROM events e WHERE e.seq = jobs.request_seq)"
 """The data of the entry holding a job row's current request (NULL: the row's record holds
@@ -40,8 +34,7 @@ _RESERVE_SEQS = "UPDATE sqlite_sequence SET seq = seq + ? WHERE name = 'events' 
 def job_row(row: Sequence[Any]) -> tuple[int, JobRecord, int | None]:
     """(row id, record, request_seq) from the columns of :data:`JOB_ROW`."""
     row_id, text, request_seq, entry = row
-    request = None if entry is None else entry_request(entry)
-    return row_id, record_from_parts(text, request), request_seq
+    return row_id, record_from_entry(text, entry), request_seq
 
 
 def stored_text(text: bytes | str, entry: bytes | None) -> bytes:
@@ -62,7 +55,7 @@ def decode_event(row: Sequence[Any]) -> Event:
         job=job,
         client=client,
         timestamp=timestamp,
-        record=record_from_parts(record, None if entry is None else entry_request(entry)),
+        record=record_from_entry(record, entry),
         data=None if data is None else codec.loads(data),
     )
 

@@ -84,3 +84,20 @@ def test_an_entry_s_data_gives_back_the_request_text_it_holds() -> None:
             text = orjson.dumps(data)
             assert entry_request(text) == record.request_bytes()
             assert entry_request(text.decode()) == record.request_bytes()
+
+
+def test_a_record_read_with_its_entry_is_the_record_written() -> None:
+    """How both stores read a job row or an event: its stored record and the data of the entry
+    holding its request (``None``: a row written before, whose record is whole)."""
+    from jobqueue_store.lifecycle import request_entry_data
+    from jobqueue_store.models import record_from_entry
+
+    record = _record(response=[1], has_response=True)
+    entry = orjson.dumps(request_entry_data(record, timeout=30))
+    rest = record.rest_bytes()
+    for parts in ((rest, entry), (rest.decode(), entry.decode())):
+        read = record_from_entry(*parts)
+        assert read == record
+        assert read.wire_bytes() == record.wire_bytes()
+        assert read.request_bytes() == record.request_bytes()
+    assert record_from_entry(record.wire_bytes(), None) == record
