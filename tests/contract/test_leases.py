@@ -6,6 +6,8 @@ Time is a :class:`~jobqueue_store.timers.ManualClock` given to the store: tests 
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from jobqueue_store import errors
@@ -94,6 +96,33 @@ async def test_claim_on_a_stream_datasource_is_a_conflict(store: Store) -> None:
     assert caught.value.code == "conflict"
     with pytest.raises(errors.NotFound):
         await store.claim("nope", "w1", 1)
+
+
+async def test_a_datasource_declared_again_with_another_dispatch_keeps_its_jobs_claimable(
+    store: Store, opener: Opener
+) -> None:
+    """Jobs submitted while a datasource streamed are claimable once it is declared a lease
+    datasource, oldest first, whether it switched in the same batch as the submits or later,
+    after a restart; jobs submitted under leases stay claimable across a switch there and
+    back."""
+    await submit_n(store, 3, dsid="sq", prefix="s")
+    await store.update_status("sq", "s001", StatusUpdate(status=Status.ACCEPTED))
+    await asyncio.gather(
+        store.submit("sq", "s003", "app", 3),
+        store.put_datasource(Datasource("sq", "now leased", dispatch=Dispatch.LEASE)),
+        store.submit("sq", "s004", "app", 4),
+    )
+    claimed = await store.claim("sq", "w1", 10)
+    assert [j.job for j in claimed] == ["s000", "s002", "s003", "s004"]
+
+    await submit_n(store, 2, prefix="x")
+    await store.put_datasource(Datasource("lq", "streamed for a while"))
+    with pytest.raises(errors.Conflict):
+        await store.claim("lq", "w1", 1)
+    await store.close()
+    again = await opener()
+    await again.put_datasource(LEASE)
+    assert [j.job for j in await again.claim("lq", "w1", 10)] == ["x000", "x001"]
 
 
 # updates under a lease --------------------------------------------------------------------------

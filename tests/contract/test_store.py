@@ -16,7 +16,7 @@ import pytest
 from jobqueue_store import errors
 from jobqueue_store.models import Datasource, Event, Status, StatusUpdate
 from jobqueue_store.storage.base import Store
-from tests.contract.conftest import Reopen
+from tests.contract.conftest import Opener, Reopen
 
 
 @pytest.fixture
@@ -585,3 +585,84 @@ async def test_sqlite_commands_in_one_batch_see_each_other(tmp_path: Path) -> No
         ]
     finally:
         await store.close()
+
+
+class _SteppingClock:
+    """A clock a test sets to any time, earlier ones included (a wall clock stepped back)."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def now_ms(self) -> int:
+        return self.now
+
+
+async def test_the_request_stream_in_order_when_the_clock_stands_still_or_steps_back(
+    opener: Opener,
+) -> None:
+    """Entries never get a timestamp below an earlier one of their datasource: a clock that
+    stands still or steps back gives many entries one timestamp. Every read of the stream
+    (pages from inside such a run, with and without a timestamp bound, the driver's replay, the
+    latest entry) still returns them in seq order, without gap or duplicate."""
+    store = await opener()
+    clock = _SteppingClock(1_000_000)
+    store.clock = clock
+    await store.put_datasource(Datasource("ds1"))
+    await store.put_datasource(Datasource("ds2"))
+    for i in range(300):
+        if i == 100:
+            clock.now = 1_000_050  # forward
+        if i == 200:
+            clock.now = 999_000  # back: entries keep 1_000_050 until the clock passes it
+        await store.submit("ds1", f"j{i:03}", "app", {"i": i})
+        if i % 3 == 0:
+            await store.update_status("ds1", f"j{i:03}", update(Status.ACCEPTED))
+        if i % 50 == 0:
+            await store.submit("ds2", f"k{i:03}", "app", {"i": i})
+    clock.now = 1_000_060
+    await store.cancel("ds1", "j005", "app")
+
+    stream = await store.events_after("ds1", 0, stream_only=True, limit=10_000)
+    assert [(e.type, e.job) for e in stream] == [
+        *(("request", f"j{i:03}") for i in range(300)),
+        ("cancel", "j005"),
+    ]
+    assert [e.seq for e in stream] == sorted(e.seq for e in stream)
+    stamps = [e.timestamp for e in stream]
+    assert stamps == sorted(stamps)
+    assert stamps.count(1_000_050) == 200  # the run the test is about
+
+    def seqs(events: Sequence[Event]) -> list[int]:
+        return [e.seq for e in events]
+
+    everything = await store.events_after("ds1", 0, limit=10_000)
+    for after in (0, stream[0].seq, stream[150].seq, stream[250].seq, stream[299].seq):
+        expected = [e.seq for e in stream if e.seq > after]
+        assert seqs(await store.entries_since("ds1", 0, after_seq=after, limit=10_000)) == expected
+        assert seqs(await store.entries_since("ds1", 0, after_seq=after, limit=7)) == expected[:7]
+        replay = await store.events_after("ds1", after, stream_only=True, limit=10_000)
+        assert seqs(replay) == expected
+        page = await store.events_after("ds1", after, stream_only=True, limit=5)
+        assert seqs(page) == expected[:5]
+        wire = await store.entries_since_wire("ds1", 0, after_seq=after, limit=10_000)
+        assert [seq for seq, _ in wire] == expected
+        # A status event's seq is a resume point too.
+        status_after = [e.seq for e in everything if e.type == "status" and e.seq > after]
+        if status_after:
+            point = status_after[0]
+            expected = [e.seq for e in stream if e.seq > point]
+            assert seqs(await store.entries_since("ds1", 0, after_seq=point, limit=10_000)) == (
+                expected
+            )
+    # The timestamp bound inside the run, paging through it.
+    got: list[int] = []
+    after = 0
+    while page := await store.entries_since("ds1", 1_000_050, after_seq=after, limit=9):
+        got += seqs(page)
+        after = page[-1].seq
+    assert got == [e.seq for e in stream if e.timestamp >= 1_000_050]
+    assert await store.entries_since("ds1", 1_000_061) == []
+    latest = await store.latest_entry("ds1")
+    assert latest is not None and (latest.type, latest.seq) == ("cancel", stream[-1].seq)
+    other = await store.events_after("ds2", 0, stream_only=True)
+    assert [e.job for e in other] == [f"k{i:03}" for i in range(0, 300, 50)]
