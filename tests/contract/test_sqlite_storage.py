@@ -9,6 +9,7 @@ import asyncio
 import re
 import sqlite3
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -484,5 +485,54 @@ async def test_rows_written_before_schema_10_are_read_and_written_in_their_form(
         ).fetchall()
         assert [(t, bool(p), bool(h)) for t, p, h in forms] == old_rows.FORMS
         assert db.execute("SELECT count(*) FROM jobs WHERE request_seq IS NULL").fetchone() == (0,)
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def adapters() -> Iterator[dict[Any, Any]]:
+    """``sqlite3``'s process-wide adapter registry without adapters for ``bytes`` and ``None``,
+    put back as it was afterwards."""
+    registry: dict[Any, Any] = sqlite3.adapters
+    saved = dict(registry)
+    registry.pop((bytes, sqlite3.PrepareProtocol), None)
+    registry.pop((type(None), sqlite3.PrepareProtocol), None)
+    yield registry
+    registry.clear()
+    registry.update(saved)
+
+
+async def test_bytes_and_none_are_bound_without_the_adaptation_protocol(
+    tmp_path: Path, adapters: dict[Any, Any]
+) -> None:
+    """Opening a store registers adapters that bind ``bytes`` and ``None`` as they are (what is
+    stored does not change: records stay BLOBs, empty columns NULL), and keeps an adapter the
+    application registered itself."""
+
+    def own(value: None) -> None:
+        return value
+
+    sqlite3.register_adapter(type(None), own)
+    path = tmp_path / "adapt.sqlite3"
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert adapters[(bytes, sqlite3.PrepareProtocol)] is bytes
+        assert adapters[(type(None), sqlite3.PrepareProtocol)] is own
+        await store.put_datasource(Datasource("ds", ""))
+        record, _ = await store.submit("ds", "j1", "app", {"n": 1})
+        assert await store.get_job("ds", "j1") == record
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)
+    try:
+        kinds = db.execute(
+            "SELECT typeof(record), typeof(lease_id), typeof(due_at) FROM jobs WHERE job = 'j1'"
+        ).fetchone()
+        assert kinds == ("blob", "null", "null")
+        assert db.execute("SELECT typeof(?), typeof(?)", (b"\x00x", None)).fetchone() == (
+            "blob",
+            "null",
+        )
     finally:
         db.close()
