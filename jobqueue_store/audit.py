@@ -65,7 +65,7 @@ def audit_record(
     return {
         "ts": _timestamp(),
         "event": "audit",
-        "role": None if principal is None else principal.role.value,
+        "role": None if principal is None else principal.role._value_,
         "client": None if principal is None else principal.client,
         "key_id": None if principal is None else principal.key_id,
         "action": match.route.name or "unmatched",

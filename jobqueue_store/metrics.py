@@ -68,7 +68,6 @@ JOB_BUCKETS = (
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 WEBSOCKET_ROUTES = frozenset({"sub_client", "sub_driver"})
-_NOTHING = contextlib.nullcontext()
 _INTEGRAL = re.compile(rb"^([^#\n][^\n]* -?[0-9]+)\.0$", re.M)
 
 
@@ -249,17 +248,18 @@ class Metrics:
 
     def presence(
         self, route: str | None, path: str, dsid: str | None, principal: Principal | None
-    ) -> contextlib.AbstractContextManager[None]:
+    ) -> contextlib.AbstractContextManager[None] | None:
         """Around a request: a driver token's request on ``/jobs/<DSID>/...`` marks that
         datasource's driver seen; its request stream (``/sub/<DSID>/jobs``) counts as a
-        connected driver for as long as it is open. Other requests pass through."""
+        connected driver for as long as it is open, in the context manager returned. ``None``:
+        nothing to do around the request (a plain request needs no ``with``)."""
         if principal is None or principal.role is not Role.DRIVER or not dsid:
-            return _NOTHING
+            return None
         if route == "sub_driver":
             return self._connected(dsid)
         if path.startswith("/jobs/"):
             self.driver_seen[dsid] = self.clock()
-        return _NOTHING
+        return None
 
     @contextlib.contextmanager
     def _connected(self, dsid: str) -> Iterator[None]:

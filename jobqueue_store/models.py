@@ -287,7 +287,7 @@ class JobRecord:
             "job": self.job,
             "client": self.client,
             "datasource_id": self.datasource_id,
-            "status": self.status.value,
+            "status": self.status._value_,  # not .value: a Python property on every encode
         }
         if self.has_response:
             out["response"] = self.response

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from jobqueue_store import codec
 from jobqueue_store.models import (
@@ -65,9 +66,56 @@ GROUP_IDLE_TURNS = 2
 """The batch is taken once this many turns in a row queued no write."""
 
 
-async def let_batch_fill(
-    queue: asyncio.Queue[Any], last_batch: int, limit: int, turns: int
-) -> None:
+T = TypeVar("T")
+
+
+class WriteQueue(Generic[T]):
+    """The queue of a store's writer task: first in, first out, no bound, one task taking.
+
+    ``asyncio.Queue`` does this with about nine Python calls per item (its bound checks, waiter
+    lists and ``Event`` bookkeeping); here a write costs an ``append``, and the writer waits on
+    one future only while the queue is empty. Every method runs on the event loop's thread.
+    """
+
+    __slots__ = ("_waiter", "items")
+
+    def __init__(self) -> None:
+        self.items: deque[T] = deque()
+        """The queued items, oldest first (the writer takes a batch with ``popleft``)."""
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: T) -> None:
+        """Queue ``item`` and wake the waiting writer, if any."""
+        self.items.append(item)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def get(self) -> T:
+        """The oldest item, once there is one."""
+        items = self.items
+        while not items:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:  # cancelled while waiting
+                    self._waiter = None
+        return items.popleft()
+
+    def empty(self) -> bool:
+        """Whether nothing is queued."""
+        return not self.items
+
+    def qsize(self) -> int:
+        """How many items are queued."""
+        return len(self.items)
+
+
+async def let_batch_fill(queue: WriteQueue[Any], last_batch: int, limit: int, turns: int) -> None:
     """Group commit under load: after the writer took the first write of a batch, when its last
     batch held at least :data:`GROUP_FROM` writes, let the event loop run up to ``turns`` turns
     while writes keep arriving, so that one commit (one ``fsync``) serves more of them.

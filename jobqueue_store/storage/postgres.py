@@ -83,6 +83,7 @@ from jobqueue_store.storage.base import (
     GROUP_TURNS,
     DatasourceJobs,
     Store,
+    WriteQueue,
     job_stats_from,
     let_batch_fill,
 )
@@ -462,7 +463,7 @@ class PostgresStore(Store):
         self._pool: asyncpg.Pool | None = None
         self._schema_name = schema or "public"
         self._channel = _channel_for(self._schema_name)
-        self._queue: asyncio.Queue[_Command | None] = asyncio.Queue()
+        self._queue: WriteQueue[_Command | None] = WriteQueue()
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
         self._publisher: asyncio.Task[None] | None = None
@@ -1212,8 +1213,9 @@ class PostgresStore(Store):
                 break
             await let_batch_fill(self._queue, self._last_batch, _BATCH_MAX - 1, self.group_turns)
             batch = [first]
-            while len(batch) < _BATCH_MAX and not self._queue.empty():
-                item = self._queue.get_nowait()
+            items = self._queue.items
+            while len(batch) < _BATCH_MAX and items:
+                item = items.popleft()
                 if item is None:
                     stop = True
                     break
@@ -1229,8 +1231,9 @@ class PostgresStore(Store):
                             StoreError("The PostgreSQL store failed to write the request.")
                         )
         # Refuse what was queued after the stop marker (close() raced with a write).
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
+        items = self._queue.items
+        while items:
+            item = items.popleft()
             if item is not None and not item.future.done():
                 item.future.set_exception(
                     Unavailable("The store is shutting down: it no longer accepts writes.")

@@ -62,6 +62,7 @@ from jobqueue_store.storage.base import (
     GROUP_TURNS,
     DatasourceJobs,
     Store,
+    WriteQueue,
     job_stats_from,
     let_batch_fill,
 )
@@ -283,10 +284,12 @@ class _RowWrite:
 
     def columns(self) -> tuple[str, bytes, int, str | None, int | None, int | None, int | None]:
         """The columns of a new row, in the order of ``_INSERT_JOB``'s last seven: status,
-        record, updated_at, lease_id, retry_at, due_at, request_seq."""
+        record, updated_at, lease_id, retry_at, due_at, request_seq. A status is bound as its
+        ``_value_`` (a plain ``str``; ``.value`` is a Python property, and ``sqlite3`` sends a
+        ``str`` subclass through its adapters)."""
         r = self.record
         return (
-            r.status.value,
+            r.status._value_,
             self.text,
             r.updated_at,
             self.lease_id,
@@ -299,7 +302,7 @@ class _RowWrite:
         """The row's ``UPDATE`` (one of ``_UPDATE_JOB``) and its parameters."""
         r = self.record
         params: list[Any] = [self.text, r.updated_at, r.retry_at, self.due_at, _seq_of(self.ref)]
-        status = r.status.value
+        status = r.status._value_
         before = self.before
         with_status = before is None or before[0] != status
         with_lease = before is None or before[1] != self.lease_id
@@ -432,7 +435,7 @@ class SQLiteStore(Store):
         # Point reads run on the event loop's thread: a thread hop costs more than the read.
         self._inline: sqlite3.Connection | None = None
         self._idle_readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
-        self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue()
+        self._queue: WriteQueue[_Pending | object] = WriteQueue()
         self._writer_task: asyncio.Task[None] | None = None
         self._checkpoint_conn: aiosqlite.Connection | None = None
         self._checkpoint_task: asyncio.Task[None] | None = None
@@ -690,17 +693,18 @@ class SQLiteStore(Store):
             await let_batch_fill(
                 self._queue, self._last_batch, self.batch_max - 1, self.group_turns
             )
-            batch = [cast(_Pending, item)]
+            batch: list[Any] = [item]  # _Pending items only
             checkpoint = False
-            while len(batch) < self.batch_max and not self._queue.empty():
-                item = self._queue.get_nowait()
+            items = self._queue.items
+            while len(batch) < self.batch_max and items:
+                item = items.popleft()
                 if item is _STOP:
                     stop = True
                     break
                 if item is _CHECKPOINT:
                     checkpoint = True
                     break
-                batch.append(cast(_Pending, item))
+                batch.append(item)
             self._last_batch = len(batch)
             try:
                 await self._commit_batch(batch)
@@ -715,8 +719,9 @@ class SQLiteStore(Store):
             if checkpoint:
                 await self._checkpoint()
         # Writes that raced close() past the _accepting check.
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
+        items = self._queue.items
+        while items:
+            item = items.popleft()
             if isinstance(item, _Pending) and not item.future.done():
                 item.future.set_exception(errors.Unavailable("The store is closed."))
 
@@ -924,7 +929,8 @@ class SQLiteStore(Store):
         before = None
         if row_id is not None and existing is not None and key not in out.rows:
             # The row as the database holds it: its status and lease_id columns are the record's.
-            before = (existing.status.value, None if existing.lease is None else existing.lease.id)
+            lease = existing.lease
+            before = (existing.status._value_, None if lease is None else lease.id)
         ref = self._defer_job(row_id, outcome, datasource, timestamp, out, ref, before)
         if isinstance(command, _Submit):
             return (record, outcome.created)
@@ -1142,7 +1148,7 @@ class SQLiteStore(Store):
             items.append(
                 [
                     row_id,
-                    rec.status.value,
+                    rec.status._value_,
                     (whole if request_seq is None else rec.rest_bytes()).decode(),
                     rec.updated_at,
                     None if rec.lease is None else rec.lease.id,

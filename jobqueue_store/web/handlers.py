@@ -86,6 +86,8 @@ def _deeper_than(value: Any, limit: int) -> bool:
 
 
 def _wait(request: web.Request) -> float | None:
+    if "?" not in request.raw_path:  # no query: none parsed (request.query builds a mapping)
+        return None
     maximum = request.app[SETTINGS].limits.max_wait
     return validation.seconds(request.query.get("wait"), "wait", maximum)
 

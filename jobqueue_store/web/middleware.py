@@ -44,11 +44,14 @@ async def store_middleware(request: web.Request, handler: Handler) -> web.Stream
     principal: Principal | None = None
     try:
         principal = authenticate(request, match, name)
+        around = None
         if principal is not None and principal.role is Role.DRIVER:
-            with metrics.presence(name, _path(request), match.get("dsid"), principal):
-                response = await handler(request)
-        else:
+            around = metrics.presence(name, _path(request), match.get("dsid"), principal)
+        if around is None:
             response = await handler(request)
+        else:
+            with around:
+                response = await handler(request)
     except StoreError as exc:
         response = error_response(exc)
         code = exc.code
@@ -98,7 +101,10 @@ def authenticate(
     if match is None:
         match = request.match_info
         name = match.route.name
-    if name in OPEN_ROUTES or isinstance(match, MatchInfoError):
+    # The exact type first: isinstance() on aiohttp's match info classes (ABCs) runs Python.
+    if name in OPEN_ROUTES or (
+        type(match) is not UrlMappingMatchInfo and isinstance(match, MatchInfoError)
+    ):
         return None
     # Only websockets take the token from the query: other requests never parse theirs here.
     allow_query = name in WEBSOCKET_ROUTES

@@ -118,7 +118,10 @@ def _has_prepare_signal(request: BaseRequest) -> bool:
     match_info = getattr(request, "_match_info", None)
     if match_info is None:
         return True
-    return any(app.on_response_prepare for app in match_info.apps)
+    for app in match_info.apps:  # noqa: SIM110 (a loop, not any(): no generator per response)
+        if app.on_response_prepare:
+            return True
+    return False
 
 
 def json_response(
