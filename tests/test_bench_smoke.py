@@ -15,7 +15,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from bench import celery_row, cpu, load, rawhttp, run
+from bench import celery_row, cpu, instructions, load, rawhttp, run
 from bench.procs import baseline_proc, free_port
 
 WRK_REPORT = """Running 5s test @ http://127.0.0.1:8080
@@ -231,3 +231,36 @@ async def test_raw_http_pool_keeps_its_connection(aiohttp_server: Any) -> None:
         assert len(pool._all) == 1, "one connection, kept alive and reused"
     finally:
         pool.close()
+
+
+def test_callgrind_totals_are_read_from_the_end_of_a_dump(tmp_path: Path) -> None:
+    dump = tmp_path / "x.callgrind.1"
+    dump.write_text(
+        "# callgrind format\nevents: Ir\nsummary: 0\n\nfn=(1) f\n3 12\ntotals: 123456\n"
+    )
+    assert instructions.read_total(dump) == 123456
+    (tmp_path / "not.txt").write_text("nothing\n")
+    with pytest.raises(ValueError):
+        instructions.read_total(tmp_path / "not.txt")
+    counts = [
+        instructions.Count("store", "submit", 10, 5_000_000),
+        instructions.Count("baseline", "submit", 10, 2_000_000),
+    ]
+    assert instructions.table(counts).splitlines()[-1] == "| submit | 500,000 | 200,000 | 0.400 |"
+
+
+@pytest.mark.skipif(not instructions.available(), reason="valgrind is not installed")
+def test_instruction_counts_of_the_store_and_the_baseline(tmp_path: Path) -> None:
+    # A sync test: bench.instructions runs its own event loop, as `python -m bench.instructions`.
+    out = instructions.main(
+        ["--requests", "40", "--concurrency", "4", "--measures", "submit,status",
+         "--results-dir", str(tmp_path)]
+    )  # fmt: skip
+    results = orjson.loads(out.read_bytes())
+    per = {(c["server"], c["measure"]): c["per_request"] for c in results["counts"]}
+    assert set(per) == {(s, m) for s in ("store", "baseline") for m in ("submit", "status")}
+    # Each count is the server's own work: a store's durable submit takes more than its status
+    # read, and more than the bare handler's reply to the same request.
+    assert all(10_000 < n < 50_000_000 for n in per.values()), per
+    assert per["store", "submit"] > per["store", "status"], per
+    assert per["store", "submit"] > per["baseline", "submit"], per
