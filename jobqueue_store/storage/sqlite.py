@@ -402,6 +402,9 @@ class SQLiteStore(Store):
     (:func:`~jobqueue_store.storage.base.let_batch_fill`; 0: never).
     """
 
+    _loop: asyncio.AbstractEventLoop
+    """The event loop the store was opened on (set by :meth:`open`)."""
+
     def __init__(
         self,
         path: Path,
@@ -484,6 +487,9 @@ class SQLiteStore(Store):
                     f"The SQLite database {self.path} cannot be opened: {exc}."
                 ) from exc
             raise
+        # The loop every write runs on (the writer task's): asyncio.get_running_loop() checks the
+        # process id with a system call each time.
+        self._loop = asyncio.get_running_loop()
         self._accepting = True
         self._writer_task = asyncio.create_task(self._writer(), name="sqlite-writer")
         self._checkpoint_task = asyncio.create_task(self._checkpointer(), name="sqlite-checkpoint")
@@ -675,7 +681,7 @@ class SQLiteStore(Store):
     async def _write(self, command: _Command) -> Any:
         if not self._accepting:
             raise errors.Unavailable("The store is closed: it accepts no more writes.")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self._loop.create_future()
         self._queue.put_nowait(_Pending(command, future))
         return await future
 

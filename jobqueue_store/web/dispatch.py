@@ -122,7 +122,7 @@ class Dispatcher:
             info.add_app(self._app)
             info.freeze()
             request._match_info = info
-            response = await store_middleware(request, route.handler)
+            response = await store_middleware(request, route.handler, self._app)
         if getattr(request.protocol, "close_after_response", False) and not response.prepared:
             response.force_close()
         return response

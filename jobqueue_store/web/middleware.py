@@ -33,17 +33,22 @@ WEBSOCKET_ROUTES = frozenset({"sub_client", "sub_driver"})
 
 
 @web.middleware
-async def store_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def store_middleware(
+    request: web.Request, handler: Handler, app: web.Application | None = None
+) -> web.StreamResponse:
     """Authenticate, run the handler, answer every failure with the protocol's error body; count the
-    reply; audit every write."""
+    reply; audit every write. ``app``: the request's application, when the caller has it (the
+    dispatcher): ``request.app`` takes three Python calls."""
     code: str | None = None
     started = time.perf_counter()
     match = request.match_info
     name = match.route.name
-    metrics = request.app[METRICS]
+    if app is None:
+        app = request.app
+    metrics = app[METRICS]
     principal: Principal | None = None
     try:
-        principal = authenticate(request, match, name)
+        principal = authenticate(request, match, name, app)
         around = None
         if principal is not None and principal.role is Role.DRIVER:
             around = metrics.presence(name, _path(request), match.get("dsid"), principal)
@@ -90,13 +95,17 @@ def _path(request: web.Request) -> str:
 
 
 def authenticate(
-    request: web.Request, match: UrlMappingMatchInfo | None = None, name: str | None = None
+    request: web.Request,
+    match: UrlMappingMatchInfo | None = None,
+    name: str | None = None,
+    app: web.Application | None = None,
 ) -> Principal | None:
     """Verify the caller's token and the request-dependent caveats; set ``request[PRINCIPAL]``
     and return the principal (``None`` for a route that needs no token).
 
-    Open routes (health) and unmatched paths (404/405 follow) need no token. ``match`` and
-    ``name`` are the request's match info and route name, when the caller has them already.
+    Open routes (health) and unmatched paths (404/405 follow) need no token. ``match``, ``name``
+    and ``app`` are the request's match info, route name and application, when the caller has
+    them already.
     """
     if match is None:
         match = request.match_info
@@ -114,7 +123,7 @@ def authenticate(
             "This endpoint needs a token: send 'Authorization: Bearer <token>' "
             "(or 'X-Api-Key: <token>'); mint one with 'jobqueue-store token'."
         )
-    authority = request.app[AUTHORITY]
+    authority = (request.app if app is None else app)[AUTHORITY]
     principal = authority.verify(token)
     authority.authorize(
         principal, method=request.method, path=request.raw_path, dsid=match.get("dsid")
