@@ -4,17 +4,17 @@ Run: ``.venv/bin/python -m bench.instructions [--requests 2000] [--concurrency 3
 valgrind (``apt-get install valgrind``).
 
 Throughput ratios on a shared machine move by a tenth from one run to the next; the number of
-instructions a server executes for a fixed set of requests barely moves (run to run, about half
-a percent). Each server runs under ``valgrind --tool=callgrind`` with counting off; a client sends
-warm-up requests, counting goes on (``callgrind_control -i on``) for ``--requests`` requests at
-``--concurrency`` at a time, then off, and the count is dumped. The store and the bare handler
-(``bench/baseline.py``) answer the same requests: a durable submit, a driver's status update
-(progress, on 500 jobs built beforehand, each updated several times) and a status GET. The
-ratio baseline / store is what the throughput ratio would be if an instruction cost the same
-everywhere; it leaves out the kernel
-(callgrind counts user space) and the cache misses, so it is a guide for comparing two versions
-of the code, not a substitute for ``bench.run``. Under valgrind the store runs about fifty times
-slower, so its write batches are larger than at full speed.
+instructions a server executes for a fixed set of requests barely moves (run to run, about 1%
+for the store, less for the baseline). Each server runs under ``valgrind --tool=callgrind``
+with counting off; a client sends warm-up requests, counting goes on (``callgrind_control -i
+on``) for ``--requests`` requests at ``--concurrency`` at a time, then off, and the count is
+dumped. The store and the bare handler (``bench/baseline.py``) answer the same requests: a
+durable submit, a driver's status update (progress, on 500 jobs built beforehand, each updated
+several times) and a status GET. The ratio baseline / store is what the throughput ratio would
+be if an instruction cost the same everywhere; it leaves out the kernel (callgrind counts user
+space) and the cache misses, so it is a guide for comparing two versions of the code, not a
+substitute for ``bench.run``. Under valgrind the store runs about fifty times slower, so its
+write batches are larger than at full speed.
 """
 
 from __future__ import annotations
