@@ -39,13 +39,10 @@ import orjson
 
 from bench.populate import populate
 from bench.procs import PYTHON, free_port
-from jobqueue_store.auth import TokenAuthority
-from jobqueue_store.config import DEFAULT_NAME
-from jobqueue_store.keys import KeyRing
+from bench.run import DSID, Harness
 from jobqueue_store.models import Role
 
 HERE = Path(__file__).resolve().parent
-DSID = "bench"
 MEASURES = ("submit", "update", "status")
 PREBUILT = 5000
 """Jobs built beforehand, for the updates and status reads (walked in order, wrapping)."""
@@ -220,8 +217,7 @@ async def run(
     """Count ``measures`` on the store, then on the baseline."""
     data = work / "store"
     await populate(data / "jobqueue.sqlite3", DSID, PREBUILT, prefix="pre")
-    data.mkdir(parents=True, exist_ok=True, mode=0o700)
-    authority = TokenAuthority(KeyRing.load_or_create(data), DEFAULT_NAME)
+    authority = Harness.authority(data)
     client_token = authority.mint(Role.CLIENT, client="app")
     driver_token = authority.mint(Role.DRIVER)
     warm = min(500, requests)
@@ -263,19 +259,7 @@ async def run(
         await server.wait_ready(url)
         try:
             if server.name == "store":
-                async with (
-                    aiohttp.ClientSession() as session,
-                    session.put(
-                        f"{url}/jobs/{DSID}",
-                        data=b'{"description": "instructions"}',
-                        headers={
-                            "Authorization": f"Bearer {driver_token}",
-                            "Content-Type": "application/json",
-                        },
-                    ) as reply,
-                ):
-                    if reply.status != 200:
-                        raise RuntimeError(f"PUT /jobs/{DSID}: {reply.status}")
+                await Harness.declare(url, driver_token)
             for measure in measures:
 
                 def make(i: int, measure: str = measure) -> tuple[str, str, str, bytes | None]:

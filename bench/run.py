@@ -208,7 +208,8 @@ class Harness:
         self.say(self.celery_skipped)
         return None
 
-    async def declare(self, url: str, driver_token: str) -> None:
+    @staticmethod
+    async def declare(url: str, driver_token: str) -> None:
         """``PUT /jobs/<DSID>`` as the driver."""
         import aiohttp
 
