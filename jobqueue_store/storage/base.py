@@ -106,10 +106,6 @@ class WriteQueue(Generic[T]):
                     self._waiter = None
         return items.popleft()
 
-    def empty(self) -> bool:
-        """Whether nothing is queued."""
-        return not self.items
-
     def qsize(self) -> int:
         """How many items are queued."""
         return len(self.items)

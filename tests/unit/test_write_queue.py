@@ -11,10 +11,10 @@ from jobqueue_store.storage.base import WriteQueue
 
 async def test_items_come_out_in_the_order_they_went_in() -> None:
     queue: WriteQueue[int] = WriteQueue()
-    assert queue.empty() and queue.qsize() == 0
+    assert queue.qsize() == 0
     for i in range(5):
         queue.put_nowait(i)
-    assert not queue.empty() and queue.qsize() == 5
+    assert queue.qsize() == 5
     assert [await queue.get() for _ in range(2)] == [0, 1]
     assert list(queue.items) == [2, 3, 4]
 
@@ -29,7 +29,7 @@ async def test_get_waits_for_the_next_put() -> None:
     queue.put_nowait("b")
     assert await taker == "a"
     assert await queue.get() == "b"
-    assert queue.empty()
+    assert queue.qsize() == 0
 
 
 async def test_a_cancelled_get_leaves_the_queue_working() -> None:
