@@ -30,9 +30,8 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
@@ -227,6 +226,8 @@ async def run(
         (
             _Server(
                 "store",
+                # python -m, not the installed script: run in a checkout, it counts that
+                # checkout's code (an editable install would run the other tree's).
                 [
                     PYTHON,
                     "-m",
@@ -323,22 +324,13 @@ def main(argv: list[str] | None = None) -> Path:
                 "started": started,
                 "requests": args.requests,
                 "concurrency": args.concurrency,
-                "counts": [{**_as_dict(c), "per_request": round(c.per_request)} for c in counts],
+                "counts": [{**asdict(c), "per_request": round(c.per_request)} for c in counts],
             },
             indent=2,
         )
     )
     print(f"results: {path}")
     return path
-
-
-def _as_dict(c: Count) -> dict[str, Any]:
-    return {
-        "server": c.server,
-        "measure": c.measure,
-        "requests": c.requests,
-        "instructions": c.instructions,
-    }
 
 
 if __name__ == "__main__":

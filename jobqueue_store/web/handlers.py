@@ -136,7 +136,7 @@ async def submit(request: web.Request) -> web.Response:
 
 async def job_status(request: web.Request) -> web.Response:
     """``GET /<DSID>/job/<JOBID>/``."""
-    wait = _wait(request) if request.query_string else None
+    wait = _wait(request)
     if wait is None:
         text = await request.app[SERVICE].status_wire(
             principal_of(request), request.match_info["dsid"], request.match_info["job"]
