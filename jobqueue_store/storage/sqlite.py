@@ -124,7 +124,7 @@ UNFINISHED_SQL = (
 
 _INSERT_JOB = (
     "INSERT INTO jobs (datasource_id, job, client, status, record, updated_at, lease_id,"
-    " retry_at, due_at, request_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " retry_at, due_at, request_seq, leased) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # An UPDATE that names an indexed column rewrites the entries of the indexes that name it (as a
 # key or in a partial index's WHERE) even when the value stays: status and lease_id are set only
@@ -281,12 +281,16 @@ class _RowWrite:
     due_at: int | None
     ref: _Ref
     before: tuple[str, str | None] | None = None
+    leased: int | None = None
+    """1 for a job of a lease datasource (in the jobs_claimable index when claimable)."""
 
-    def columns(self) -> tuple[str, bytes, int, str | None, int | None, int | None, int | None]:
-        """The columns of a new row, in the order of ``_INSERT_JOB``'s last seven: status,
-        record, updated_at, lease_id, retry_at, due_at, request_seq. A status is bound as its
-        ``_value_`` (a plain ``str``; ``.value`` is a Python property, and ``sqlite3`` sends a
-        ``str`` subclass through its adapters)."""
+    def columns(
+        self,
+    ) -> tuple[str, bytes, int, str | None, int | None, int | None, int | None, int | None]:
+        """The columns of a new row, in the order of ``_INSERT_JOB``'s last eight: status,
+        record, updated_at, lease_id, retry_at, due_at, request_seq, leased. A status is bound
+        as its ``_value_`` (a plain ``str``; ``.value`` is a Python property, and ``sqlite3``
+        sends a ``str`` subclass through its adapters)."""
         r = self.record
         return (
             r.status._value_,
@@ -296,6 +300,7 @@ class _RowWrite:
             r.retry_at,
             self.due_at,
             _seq_of(self.ref),
+            self.leased,
         )
 
     def update(self) -> tuple[str, tuple[Any, ...]]:
@@ -857,6 +862,13 @@ class SQLiteStore(Store):
         if isinstance(command, _PutDatasource):
             ds = command.datasource
             schema = None if ds.request_schema is None else _encode(ds.request_schema, "schema")
+            previous = out.datasources.get(ds.id) or self._datasources.get(ds.id)
+            if previous is not None and previous.leased != ds.leased:
+                # Its jobs enter or leave the claimable index with the dispatch.
+                db.execute(
+                    "UPDATE jobs SET leased = ? WHERE datasource_id = ?",
+                    (1 if ds.leased else None, ds.id),
+                )
             db.execute(
                 "INSERT INTO datasources (id, description, request_schema, settings) "
                 "VALUES (?, ?, ?, ?) "
@@ -1023,7 +1035,16 @@ class SQLiteStore(Store):
         key = (record.datasource_id, record.job)
         pending = out.rows.get(key)
         if pending is None:
-            out.rows[key] = _RowWrite(row_id, record, text, lease_id, due_at, ref, before)
+            out.rows[key] = _RowWrite(
+                row_id,
+                record,
+                text,
+                lease_id,
+                due_at,
+                ref,
+                before,
+                1 if datasource.leased else None,
+            )
         else:  # written earlier in the batch: its last state only (a new row stays new)
             pending.record, pending.text, pending.ref = record, text, ref
             pending.lease_id, pending.due_at = lease_id, due_at

@@ -56,7 +56,7 @@ LEASE_COMMANDS = (Claim, Heartbeat, FireDue, TakeSlot, RenewSlot, ReleaseSlot)
 
 SQL_CLAIMABLE = (
     f"SELECT {JOB_ROW} FROM jobs WHERE datasource_id = ? "
-    "AND (status = 'submitted' OR status = 'retrying') AND lease_id IS NULL "
+    "AND leased = 1 AND (status = 'submitted' OR status = 'retrying') AND lease_id IS NULL "
     "AND (retry_at IS NULL OR retry_at <= ?) ORDER BY id LIMIT ?"
 )
 # A batch of status changes as one statement each: the jobs' rows, then their events (the JSON

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from jobqueue_store import errors
-from jobqueue_store.models import Datasource, Status, StatusUpdate
+from jobqueue_store.models import Datasource, Dispatch, Status, StatusUpdate
 from jobqueue_store.storage import sqlite as sqlite_module
 from jobqueue_store.storage.sqlite import TERMINAL_SQL, UNFINISHED_SQL, SQLiteStore, _in_thread
 from jobqueue_store.storage.sqlite_leases import SQL_CLAIMABLE
@@ -26,7 +26,8 @@ from tests.contract import old_rows
 
 def _as_schema_9(db: sqlite3.Connection) -> None:
     """Give a database of this version the layout schema 9 had: each row and event holds its
-    whole record, and the columns of schema 10 are gone."""
+    whole record, the columns of schema 10 are gone, and jobs_claimable is as schema 9 made it
+    (schema 11)."""
     requests = {
         seq: orjson.loads(data)["request"]
         for seq, data in db.execute("SELECT seq, data FROM events WHERE request_seq = seq")
@@ -49,6 +50,17 @@ def _as_schema_9(db: sqlite3.Connection) -> None:
         db.execute("UPDATE events SET record = ? WHERE seq = ?", (whole(record, request_seq), seq))
     for table in ("events", "jobs"):
         db.execute(f"ALTER TABLE {table} DROP COLUMN request_seq")
+    _before_schema_11(db)
+
+
+def _before_schema_11(db: sqlite3.Connection) -> None:
+    """Give a database of this version the jobs_claimable index schema 10 had."""
+    db.execute("DROP INDEX jobs_claimable")
+    db.execute("ALTER TABLE jobs DROP COLUMN leased")
+    db.execute(
+        "CREATE INDEX jobs_claimable ON jobs (datasource_id, id)"
+        " WHERE (status = 'submitted' OR status = 'retrying') AND lease_id IS NULL"
+    )
 
 
 async def test_old_records_gain_revision_fields(tmp_path: Path) -> None:
@@ -271,6 +283,47 @@ async def test_schema_9_keeps_every_event_and_the_seq_counter(tmp_path: Path) ->
             )
     finally:
         db.close()
+
+
+async def test_schema_11_keeps_the_jobs_of_lease_datasources_claimable(tmp_path: Path) -> None:
+    """Upgrading marks the rows of lease datasources' jobs (the claimable index holds only
+    those): jobs submitted before are claimed, oldest first, and a stream datasource's jobs
+    are not in the index."""
+    path = tmp_path / "v10.sqlite3"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.put_datasource(Datasource("lq", "", dispatch=Dispatch.LEASE))
+    await store.put_datasource(Datasource("sq", ""))
+    for i in range(3):
+        await store.submit("lq", f"l{i}", "app", {"n": i})
+        await store.submit("sq", f"s{i}", "app", {"n": i})
+    await store.close()
+
+    db = sqlite3.connect(path)
+    _before_schema_11(db)
+    db.execute("UPDATE schema_version SET version = 10")
+    db.commit()
+    db.close()
+
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        await store.submit("lq", "l3", "app", {"n": 3})
+        claimed = await store.claim("lq", "w1", 10)
+        assert [j.job for j in claimed] == ["l0", "l1", "l2", "l3"]
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)
+    try:
+        marks = dict(db.execute("SELECT job, leased FROM jobs").fetchall())
+        indexed = db.execute(
+            "SELECT count(*) FROM jobs INDEXED BY jobs_claimable WHERE leased = 1"
+            " AND (status = 'submitted' OR status = 'retrying') AND lease_id IS NULL"
+        ).fetchone()
+    finally:
+        db.close()
+    assert marks == {"l0": 1, "l1": 1, "l2": 1, "l3": 1, "s0": None, "s1": None, "s2": None}
+    assert indexed == (0,)  # every lease job is claimed; no stream job was ever in it
 
 
 async def test_the_writer_keeps_the_rows_of_jobs_being_updated_within_bounds(

@@ -654,6 +654,12 @@ async def test_the_request_stream_in_order_when_the_clock_stands_still_or_steps_
             assert seqs(await store.entries_since("ds1", 0, after_seq=point, limit=10_000)) == (
                 expected
             )
+        # So is a seq of another datasource's event.
+        other = [e.seq for e in await store.events_after("ds2", 0) if e.seq > after]
+        if other:
+            expected = [e.seq for e in stream if e.seq > other[0]]
+            page = await store.entries_since("ds1", 0, after_seq=other[0], limit=10_000)
+            assert seqs(page) == expected
     # The timestamp bound inside the run, paging through it.
     got: list[int] = []
     after = 0
