@@ -300,6 +300,12 @@ def main(argv: list[str] | None = None) -> Path:
         "--measures", default=",".join(MEASURES), help=f"comma-separated, of {','.join(MEASURES)}"
     )
     parser.add_argument("--results-dir", type=Path, default=HERE / "results")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="count in DIR and keep it: the callgrind dumps (for callgrind_annotate) and logs",
+    )
     args = parser.parse_args(argv)
     measures = tuple(m for m in args.measures.split(",") if m)
     unknown = [m for m in measures if m not in MEASURES]
@@ -308,8 +314,12 @@ def main(argv: list[str] | None = None) -> Path:
     if not available():
         raise SystemExit("bench.instructions needs valgrind: apt-get install valgrind")
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    with tempfile.TemporaryDirectory(prefix="jq-instructions-") as tmp:
-        counts = asyncio.run(run(args.requests, args.concurrency, measures, Path(tmp)))
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=False)
+        counts = asyncio.run(run(args.requests, args.concurrency, measures, args.keep))
+    else:
+        with tempfile.TemporaryDirectory(prefix="jq-instructions-") as tmp:
+            counts = asyncio.run(run(args.requests, args.concurrency, measures, Path(tmp)))
     print(table(counts))
     print(
         f"\ncommand: `python -m bench.instructions --requests {args.requests} "
