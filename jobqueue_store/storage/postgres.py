@@ -668,7 +668,14 @@ class PostgresStore(Store):
             raise Unavailable("The store is shutting down: it no longer accepts writes.")
         command = _Command(op)
         self._queue.put_nowait(command)
-        return await command.future
+        try:
+            return await command.future
+        except BaseException:
+            # The exception's traceback holds this frame, which holds the command's future,
+            # which holds the exception: without it the whole is freed at once, not by the
+            # cyclic collector.
+            del command
+            raise
 
     async def submit(
         self, dsid: str, job: str, client: str, request: Any, timeout: int | None = None
@@ -840,7 +847,8 @@ class PostgresStore(Store):
                         )
                     value, seq = self._decide(op, datasources, slots, last_ts, seq, writes, history)
             except StoreError as exc:
-                outcomes.append((False, exc))
+                # Without its traceback, which holds this frame and so ``outcomes``: a cycle.
+                outcomes.append((False, exc.with_traceback(None)))
                 continue
             outcomes.append((True, value))
         if any(slot.dirty for slot in slots.values()):
