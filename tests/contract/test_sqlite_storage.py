@@ -9,7 +9,7 @@ import asyncio
 import re
 import sqlite3
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,17 @@ def _as_schema_9(db: sqlite3.Connection) -> None:
     for table in ("events", "jobs"):
         db.execute(f"ALTER TABLE {table} DROP COLUMN request_seq")
     _before_schema_11(db)
+
+
+def _as_version(path: Path, version: int, change: Callable[[sqlite3.Connection], None]) -> None:
+    """Apply ``change`` to the database at ``path`` and record it as schema ``version``."""
+    db = sqlite3.connect(path)
+    try:
+        change(db)
+        db.execute("UPDATE schema_version SET version = ?", (version,))
+        db.commit()
+    finally:
+        db.close()
 
 
 def _before_schema_11(db: sqlite3.Connection) -> None:
@@ -257,12 +268,11 @@ async def test_schema_9_keeps_every_event_and_the_seq_counter(tmp_path: Path) ->
     before = await store.events_after("ds", 0)
     await store.close()
 
-    db = sqlite3.connect(path)
-    _as_schema_9(db)
-    db.execute("DELETE FROM events WHERE seq = (SELECT max(seq) FROM events)")  # purged newest
-    db.execute("UPDATE schema_version SET version = 8")
-    db.commit()
-    db.close()
+    def purged_newest(db: sqlite3.Connection) -> None:
+        _as_schema_9(db)
+        db.execute("DELETE FROM events WHERE seq = (SELECT max(seq) FROM events)")
+
+    _as_version(path, 8, purged_newest)
 
     store = SQLiteStore(path)
     await store.open()
@@ -299,11 +309,7 @@ async def test_schema_11_keeps_the_jobs_of_lease_datasources_claimable(tmp_path:
         await store.submit("sq", f"s{i}", "app", {"n": i})
     await store.close()
 
-    db = sqlite3.connect(path)
-    _before_schema_11(db)
-    db.execute("UPDATE schema_version SET version = 10")
-    db.commit()
-    db.close()
+    _as_version(path, 10, _before_schema_11)
 
     store = SQLiteStore(path)
     await store.open()
@@ -518,11 +524,7 @@ async def test_rows_written_before_schema_10_are_read_and_written_in_their_form(
     await store.open()
     await old_rows.write_first(store)
     await store.close()
-    db = sqlite3.connect(path)
-    _as_schema_9(db)
-    db.execute("UPDATE schema_version SET version = 9")
-    db.commit()
-    db.close()
+    _as_version(path, 9, _as_schema_9)
 
     store = SQLiteStore(path)
     await store.open()
