@@ -246,9 +246,11 @@ class _BatchResult:
 
 @dataclass(slots=True)
 class _EventWrite:
-    """An event to append. ``ref``: the entry holding the request of the record's revision (this
-    entry itself for one that brings a request; ``None``: the job's rows keep the whole record,
-    as rows written before schema 10 do). ``seq`` is set by :meth:`SQLiteStore._flush`."""
+    """An event to append. ``ref``: the entry holding the request of the record's revision
+    (``None``: the job's rows keep the whole record, as rows written before schema 10 do);
+    ``brings_request``: this entry holds it itself (its ``ref`` is ``None`` then: pointing at
+    itself would be a reference cycle, freed only by the cyclic garbage collector). ``seq`` is
+    set by :meth:`SQLiteStore._flush`."""
 
     record: JobRecord
     type: EventType
@@ -258,6 +260,11 @@ class _EventWrite:
     text: bytes
     ref: _Ref
     seq: int = 0
+    brings_request: bool = False
+
+    def request_seq(self) -> int | None:
+        """The seq of the entry holding the request (the ``request_seq`` column)."""
+        return self.seq if self.brings_request else _seq_of(self.ref)
 
 
 _Ref = int | _EventWrite | None
@@ -1032,9 +1039,16 @@ class SQLiteStore(Store):
             # its last member), and the job's row and later events point here.
             assert data is not None and data["request"] is record.request
             entry = _EventWrite(
-                record, event, timestamp, data, data_text, record.rest_bytes(), None
+                record,
+                event,
+                timestamp,
+                data,
+                data_text,
+                record.rest_bytes(),
+                None,
+                brings_request=True,
             )
-            entry.ref = ref = entry
+            ref = entry
         text = whole if ref is None else record.rest_bytes()
         lease_id = None if record.lease is None else record.lease.id
         due_at = leases.next_due(record, datasource)
@@ -1108,17 +1122,12 @@ class SQLiteStore(Store):
                     e.timestamp,
                     e.data_text,
                     e.text,
-                    _seq_of(e.ref),
+                    e.request_seq(),
                 )
                 for e in entries
             ],
         )
         for e in entries:
-            if e.ref is e:
-                # An entry holding its own request pointed at itself: a cycle, left to the
-                # cyclic collector (one per submit; under load a collection freed tens of
-                # thousands of objects and held the loop for 25-50 ms).
-                e.ref = e.seq
             out.events.append(
                 Event(
                     seq=e.seq,
