@@ -1064,7 +1064,7 @@ class SQLiteStore(Store):
                 due_at,
                 ref,
                 before,
-                1 if datasource.leased else None,
+                leased=1 if datasource.leased else None,
             )
         else:  # written earlier in the batch: its last state only (a new row stays new)
             pending.record, pending.text, pending.ref = record, text, ref

@@ -7,7 +7,6 @@ handling on a real database file.
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from jobqueue_store import errors
 from jobqueue_store.models import Datasource, Event, Status, StatusUpdate
 from jobqueue_store.storage.base import Store
 from tests.contract.conftest import Opener, Reopen
+from tests.cycles import cyclic_garbage
 
 
 @pytest.fixture
@@ -605,10 +605,7 @@ async def test_writes_and_reads_leave_no_cycles_for_the_collector(store: Store, 
     await store.submit(ds, "warm", "app", {"n": 0})  # caches and statements made once
     await store.update_status(ds, "warm", update(Status.ACCEPTED, progress=0.5))
     await store.cancel(ds, "warm", "app")
-    flags = gc.get_debug()
-    gc.collect()
-    gc.set_debug(gc.DEBUG_SAVEALL)  # the garbage a collection finds stays in gc.garbage
-    try:
+    with cyclic_garbage(("jobqueue_store",)) as left:
         for i in range(20):
             await asyncio.gather(
                 *(store.submit(ds, f"j{i}-{k}", "app", {"n": i, "k": k}) for k in range(5))
@@ -623,16 +620,7 @@ async def test_writes_and_reads_leave_no_cycles_for_the_collector(store: Store, 
                 await store.update_status(ds, f"nope-{i}", update(Status.ACCEPTED))
             with pytest.raises(errors.Conflict):
                 await store.submit(ds, f"j{i}-4", "app", {"other": True})
-        gc.collect()
-        ours = [
-            type(o).__qualname__
-            for o in gc.garbage
-            if type(o).__module__.startswith("jobqueue_store")
-        ]
-    finally:
-        gc.set_debug(flags)
-        gc.garbage.clear()
-    assert sorted(set(ours)) == [], len(ours)
+    assert left == []
 
 
 async def test_the_request_stream_in_order_when_the_clock_stands_still_or_steps_back(

@@ -4,8 +4,7 @@ held the event loop for tens of milliseconds under load when each submit left a 
 
 from __future__ import annotations
 
-import gc
-
+from tests.cycles import cyclic_garbage
 from tests.web.conftest import Api
 
 # Server-side objects only: the test's aiohttp client may keep cycles of its own.
@@ -39,21 +38,7 @@ async def _requests(api: Api, n: int, client: str, driver: str) -> None:
 async def test_requests_leave_no_cycles_for_the_collector(api: Api) -> None:
     client, driver = api.token("client"), api.token("driver")
     await _requests(api, 0, client, driver)  # caches, statements and lazy imports made once
-    flags = gc.get_debug()
-    gc.collect()
-    gc.set_debug(gc.DEBUG_SAVEALL)  # the garbage a collection finds stays in gc.garbage
-    try:
+    with cyclic_garbage(SERVER_MODULES) as left:
         for n in range(1, 11):
             await _requests(api, n, client, driver)
-        gc.collect()
-        left = sorted(
-            {
-                f"{type(o).__module__}.{type(o).__qualname__}"
-                for o in gc.garbage
-                if type(o).__module__.startswith(SERVER_MODULES)
-            }
-        )
-    finally:
-        gc.set_debug(flags)
-        gc.garbage.clear()
     assert left == []
